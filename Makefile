@@ -1,0 +1,50 @@
+# The course's commands. Each target creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test lint release grade bench fork clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+## make book: execute every chapter and build the site (warnings are errors)
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo "Site built: $(CURDIR)/_build/html/index.html"
+
+## make test: ruff, then build the site, then the whole test suite
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory book
+	$(BIN)/pytest --nbval tests book
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/
+release: $(STAMP)
+	$(PY) -m gradflow.assign release $(CHAPTER)
+
+## make grade CHAPTER=01_vanishing SUBMISSIONS=folder: grades.csv and feedback under dist/
+grade: $(STAMP)
+	$(PY) -m gradflow.assign grade $(CHAPTER) $(SUBMISSIONS)
+
+## make bench: notebook times and memory, build time, page weight, against budgets
+bench: $(STAMP)
+	$(PY) -m gradflow.bench
+
+## make fork REPO=https://github.com/you/repo: point the launch buttons and Colab installs at a fork
+fork: $(STAMP)
+	$(PY) -m gradflow.repo $(REPO)
+
+clean:
+	rm -rf _build dist

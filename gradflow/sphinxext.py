@@ -1,0 +1,32 @@
+"""A tiny Sphinx extension for the book's site (enabled in ``_config.yml``).
+
+jupyter-book 1.x registers sphinx-thebe's and sphinx-togglebutton's inline configuration
+scripts twice on every page. Loading the same ``const THEBE_JS_URL = ...`` twice is a
+``SyntaxError`` in the browser ("Identifier 'THEBE_JS_URL' has already been declared").
+This extension drops exact duplicates from each page's script list, keeping the first.
+"""
+
+
+def _script_key(script):
+    # an inline script is registered once with filename None and once with "": same script
+    attributes = getattr(script, "attributes", {}) or {}
+    return str(getattr(script, "filename", script) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items()))
+
+
+def dedupe_scripts(app, pagename, templatename, context, doctree):
+    """``html-page-context`` handler: remove repeated identical ``<script>`` entries."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique  # in place: later handlers may still add to this list
+
+
+def setup(app):
+    app.connect("html-page-context", dedupe_scripts, priority=100)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
