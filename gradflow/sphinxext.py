@@ -4,7 +4,14 @@ jupyter-book 1.x registers sphinx-thebe's and sphinx-togglebutton's inline confi
 scripts twice on every page. Loading the same ``const THEBE_JS_URL = ...`` twice is a
 ``SyntaxError`` in the browser ("Identifier 'THEBE_JS_URL' has already been declared").
 This extension drops exact duplicates from each page's script list, keeping the first.
+
+It also puts ``gradflow/templates`` first on the template path, where an override of the
+theme's asset macros leaves out ``fontawesome.js`` (1.5 MB, only needed for custom icons).
 """
+
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _script_key(script):
@@ -27,6 +34,12 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique  # in place: later handlers may still add to this list
 
 
+def add_templates(app, config):
+    """``config-inited`` handler: our templates take precedence over the theme's."""
+    config.templates_path = [str(TEMPLATES), *config.templates_path]
+
+
 def setup(app):
+    app.connect("config-inited", add_templates)
     app.connect("html-page-context", dedupe_scripts, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

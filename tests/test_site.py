@@ -57,3 +57,17 @@ def test_intro_and_notation_navigation_and_math(offline_page, base_url, tmp_path
         offline_page.goto(base_url + "book/intro.html")
         page.screenshot(path=f"{shots}/intro.png", full_page=True)
     assert not offline_page.external_requests
+
+
+def test_pages_do_not_load_fontawesome_js(site_dir):
+    """gradflow/templates drops the theme's 1.5 MB fontawesome.js; icons come from its CSS."""
+    for path in PAGES:
+        assert "fontawesome.js" not in (site_dir / path).read_text(), path
+
+
+def test_theme_icons_still_render(offline_page, base_url):
+    offline_page.goto(base_url + "book/notation.html")
+    family = offline_page.page.eval_on_selector(
+        ".fa-github, .fa-brands.fa-github", "e => getComputedStyle(e, '::before').fontFamily"
+    )
+    assert "Font Awesome" in family
