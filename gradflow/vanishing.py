@@ -1,0 +1,142 @@
+"""Chapter 1 helpers: activation derivatives, the per-layer gain estimate, Jacobians, weight movement.
+
+The probes follow :mod:`gradflow.nets`: an :class:`~gradflow.nets.MLP` has hidden states
+``h_0 .. h_depth`` (pre-activations; ``h_k = W_k act(h_{k-1}) + b_k``), so the gradient
+``dL/dh_{k-1} = diag(act'(h_{k-1})) W_k^T dL/dh_k`` shrinks or grows by about
+``gain_k = sqrt(n Var w_k) * rms act'(h_{k-1})`` per block (``n`` = fan-in of ``W_k``).
+"""
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from .nets import hidden_grad_norms, linear_layers, mlp
+
+__all__ = [
+    "act_derivative",
+    "activation_name",
+    "layer_gains",
+    "theory_line",
+    "block_jacobians",
+    "weights",
+    "relative_change",
+    "gradient_profile",
+    "draw_profile",
+]
+
+_MODULES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity: "linear"}
+
+
+def activation_name(net):
+    """The activation of an :class:`~gradflow.nets.MLP` as a string: 'sigmoid', 'tanh', 'relu' or 'linear'."""
+    return _MODULES[type(net.blocks[0].act if len(net.blocks) else net.head_act)]
+
+
+def act_derivative(activation, z):
+    """sigma'(z) in closed form for 'sigmoid', 'tanh', 'relu' (0 at z = 0, like autograd) or 'linear'."""
+    if activation == "sigmoid":
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+    if activation == "tanh":
+        return 1 - torch.tanh(z) ** 2
+    if activation == "relu":
+        return (z > 0).to(z.dtype)
+    if activation == "linear":
+        return torch.ones_like(z)
+    raise ValueError(f"unknown activation {activation!r}; use 'sigmoid', 'tanh', 'relu' or 'linear'")
+
+
+@torch.no_grad()
+def layer_gains(net, X):
+    """Estimated gain sqrt(n Var w) * rms sigma'(h) of each hidden block, from one forward pass on ``X``.
+
+    Entry ``k`` (0-based) is the factor by which ``||dL/dh||`` changes from ``h_{k+1}`` back to ``h_k``;
+    ``Var w`` is the mean square of the block's weights and ``n`` its fan-in.
+    """
+    act = activation_name(net)
+    hs = net.hidden(X)
+    gains = []
+    for h, block in zip(hs[:-1], net.blocks, strict=True):
+        W = block.linear.weight.double()
+        rms = act_derivative(act, h.double()).pow(2).mean().sqrt().item()
+        gains.append(math.sqrt(W.shape[1] * W.pow(2).mean().item()) * rms)
+    return torch.tensor(gains, dtype=torch.float64)
+
+
+def theory_line(gains, top):
+    """Predicted ``||dL/dh_l||`` for l = 0..depth: ``top`` (the norm at h_depth) times the gains above l."""
+    gains = torch.as_tensor(gains, dtype=torch.float64)
+    above = torch.flip(torch.cumprod(torch.flip(gains, [0]), 0), [0])  # prod_{k > l} gain_k
+    return float(top) * torch.cat([above, torch.ones(1, dtype=torch.float64)])
+
+
+@torch.no_grad()
+def block_jacobians(net, x):
+    """Jacobians ``dh_k/dh_{k-1} = W_k diag(sigma'(h_{k-1}))`` of the hidden blocks at one input ``x``."""
+    act = activation_name(net)
+    hs = net.hidden(x.reshape(1, -1))
+    return [block.linear.weight @ torch.diag(act_derivative(act, h[0]))
+            for h, block in zip(hs[:-1], net.blocks, strict=True)]
+
+
+def weights(net):
+    """Detached copies of the weight matrices of ``net``'s linear layers, input to output."""
+    return [layer.weight.detach().clone() for layer in linear_layers(net)]
+
+
+def relative_change(before, net):
+    """``||W_after - W_before||_F / ||W_before||_F`` for each linear layer of ``net`` (input to output)."""
+    after = weights(net)
+    return torch.tensor([((a - b).norm() / b.norm()).item() for a, b in zip(after, before, strict=True)],
+                        dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_batch(n, seed):
+    from .data import digits
+
+    X, y, _, _ = digits(seed=seed, dtype=torch.float64)
+    return X[:n], y[:n]
+
+
+@functools.lru_cache(maxsize=512)
+def gradient_profile(activation, init, depth=30, width=64, n=128, seed=0):
+    """Measured and predicted ``||dL/dh_l||`` (l = 0..depth) of a fresh MLP on ``n`` digits, float64.
+
+    Returns two read-only numpy arrays ``(measured, theory)``; cached, so explorer frames share work.
+    """
+    X, y = _digit_batch(n, seed)
+    net = mlp(depth, width, d_in=X.shape[1], activation=activation, init=init, seed=seed, dtype=torch.float64)
+    measured = hidden_grad_norms(net, X, y)
+    theory = theory_line(layer_gains(net, X), measured[-1])
+    out = measured.numpy(), theory.numpy()
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
+def _log_label(v, _pos=None):
+    return f"1e{round(math.log10(v))}" if v > 0 else ""
+
+
+def draw_profile(ax, depth, activation, g):
+    """Explorer frame: measured ``||dL/dh_l||`` and the theory line for ``N(0, g^2/n)`` weights."""
+    from matplotlib import ticker
+
+    from .plots import layer_norms
+
+    measured, theory = gradient_profile(activation, float(g), depth=depth, n=64)
+    layer_norms(measured[1:] / measured[-1], theory=theory[1:] / measured[-1], ax=ax, linestyle="none")
+    ax.legend(ax.lines, ["measured", "theory: product of the gains"], fontsize=8, loc="lower right")
+    lo, hi = ax.get_ylim()
+    ax.set(xlabel="block l (1 = input side)", ylabel="||grad at h_l|| / ||grad at h_L||", xlim=(0, 51),
+           ylim=(min(lo, 1e-3), max(hi, 1e3)))
+    # plain-text log ticks: mathtext labels would make each frame several times slower to draw
+    ax.yaxis.set_major_locator(ticker.LogLocator(numticks=7))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(_log_label))
+    ax.yaxis.set_minor_locator(ticker.NullLocator())
+    gain = (theory[0] / theory[-1]) ** (1 / depth)
+    ax.text(0, 1.03, f"{activation}, n Var w = {g**2:.2f}: gain {gain:.2f} per block", transform=ax.transAxes)
+    return ax
