@@ -34,6 +34,19 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique  # in place: later handlers may still add to this list
 
 
+def drop_widget_state(app, pagename, templatename, context, doctree):
+    """``html-page-context`` handler: no saved ipywidgets state in pages without widget JS.
+
+    myst-nb embeds the notebook's widget state (about 20 KB per explorer) even when
+    ``nb_ipywidgets_js`` is empty, where nothing can read it: the explorers show their
+    static HTML instead. Runs before myst-nb's own handler adds the page's scripts.
+    """
+    if getattr(app.config, "nb_ipywidgets_js", None) or app.env is None:
+        return
+    data = getattr(app.env, "nb_metadata", {}).get(pagename, {})
+    data.get("js_files", {}).pop("ipywidgets_state", None)
+
+
 def add_templates(app, config):
     """``config-inited`` handler: our templates take precedence over the theme's."""
     config.templates_path = [str(TEMPLATES), *config.templates_path]
@@ -41,5 +54,7 @@ def add_templates(app, config):
 
 def setup(app):
     app.connect("config-inited", add_templates)
+    # early: a handler that returns a template name stops later ones (emit_firstresult)
     app.connect("html-page-context", dedupe_scripts, priority=100)
+    app.connect("html-page-context", drop_widget_state, priority=100)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -2,6 +2,7 @@
 logs no console error and requests nothing from another host."""
 
 import os
+import re
 
 import pytest
 from conftest import SITE
@@ -62,7 +63,7 @@ def test_intro_and_notation_navigation_and_math(offline_page, base_url, tmp_path
 def test_pages_do_not_load_fontawesome_js(site_dir):
     """gradflow/templates drops the theme's 1.5 MB fontawesome.js; icons come from its CSS."""
     for path in PAGES:
-        assert "fontawesome.js" not in (site_dir / path).read_text(), path
+        assert not re.search(r'src="[^"]*fontawesome\.js', (site_dir / path).read_text()), path
 
 
 def test_theme_icons_still_render(offline_page, base_url):
@@ -71,3 +72,11 @@ def test_theme_icons_still_render(offline_page, base_url):
         ".fa-github, .fa-brands.fa-github", "e => getComputedStyle(e, '::before').fontFamily"
     )
     assert "Font Awesome" in family
+
+
+def test_pages_carry_no_dead_widget_state(site_dir):
+    """Explorers show static HTML; the saved ipywidgets state would be 20 KB of dead JSON per explorer."""
+    for path in PAGES:
+        html = (site_dir / path).read_text()
+        assert "application/vnd.jupyter.widget-state+json" not in html, path
+        assert "require.js" not in html and "html-manager" not in html, path
