@@ -1,0 +1,231 @@
+"""Chapter 4's helpers: the papers' experiments at small scale.
+
+- He et al. (2016b) shortcut and activation variants of a residual unit (:class:`Unit`, :func:`unit_net`);
+- Veit et al. (2016) gradient by path length (:func:`path_gradient_norms`) and lesions
+  (:func:`lesion_logits`, :func:`lesion_accuracy`);
+- Balduzzi et al. (2017) gradients of a scalar function on a grid (:func:`grid_gradients`,
+  :func:`neighbour_correlation`);
+- Saxe et al. (2014) / Pennington et al. (2017) input-output Jacobians (:func:`deep_jacobian`).
+
+Every function that draws random numbers takes a ``seed``; nothing uses the global RNG.
+"""
+
+import html
+import math
+
+import torch
+import torch.nn.functional as F_
+from torch import nn
+
+from .nets import init_linear, mlp
+
+__all__ = [
+    "VARIANTS",
+    "Unit",
+    "unit_net",
+    "eval_loss",
+    "path_gradient_norms",
+    "lesion_logits",
+    "lesion_accuracy",
+    "grid_gradients",
+    "neighbour_correlation",
+    "JACOBIAN_KINDS",
+    "deep_jacobian",
+    "Table",
+    "table",
+]
+
+# He et al. (2016b), Fig. 2(b) and Fig. 4, with one weight layer W per unit and a BatchNorm "BN":
+VARIANTS = {
+    "identity (pre-activation)": "x + W relu(BN(x))",
+    "scaled shortcut": "λ x + W relu(BN(x))",
+    "original (ReLU after add)": "relu(x + BN(W x))",
+    "ReLU before addition": "x + relu(BN(W x))",
+    "BN after addition": "relu(BN(x + W x))",
+}
+
+
+class Unit(nn.Module):
+    """One residual unit in one of the :data:`VARIANTS` (``lam`` is the scaled shortcut's λ)."""
+
+    def __init__(self, width, variant, lam=0.5):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}")
+        self.norm = nn.BatchNorm1d(width)
+        self.linear = nn.Linear(width, width)
+        self.variant = variant
+        self.lam = lam
+
+    def forward(self, x):
+        v, W, BN = self.variant, self.linear, self.norm
+        if v == "identity (pre-activation)":
+            return x + W(F_.relu(BN(x)))
+        if v == "scaled shortcut":
+            return self.lam * x + W(F_.relu(BN(x)))
+        if v == "original (ReLU after add)":
+            return F_.relu(x + BN(W(x)))
+        if v == "ReLU before addition":
+            return x + F_.relu(BN(W(x)))
+        return F_.relu(BN(x + W(x)))  # BN after addition
+
+
+def unit_net(variant, depth, width=32, lam=0.5, seed=0):
+    """A :class:`gradflow.nets.MLP` (BatchNorm, He init) whose ``depth`` blocks are :class:`Unit` s."""
+    net = mlp(depth, width=width, norm="batch", residual=True, init="he", seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    net.blocks = nn.ModuleList(Unit(width, variant, lam) for _ in range(depth))
+    for unit in net.blocks:
+        init_linear(unit.linear, "he", g)
+    return net
+
+
+@torch.no_grad()
+def eval_loss(net, X, y):
+    """Cross-entropy of ``net`` on the whole of ``(X, y)``, in eval mode."""
+    was_training = net.training
+    net.eval()
+    loss = F_.cross_entropy(net(X), y).item()
+    net.train(was_training)
+    return loss
+
+
+def _head(net, h):
+    return net.head(net.head_act(net.head_norm(h)))
+
+
+def path_gradient_norms(net, X, y, samples=8, seed=0):
+    """Veit et al.'s measurement: mean norm of ``∂L/∂h_0`` along one path through ``k`` branches, k = 0..n.
+
+    For each ``k``, ``samples`` random sets of ``k`` blocks are drawn; the gradient is sent back
+    through the branch Jacobians of those blocks and through the identity of all the others.
+    Eval mode (BatchNorm with running statistics), so each example's Jacobian is its own.
+    """
+    was_training = net.training
+    net.eval()
+    hs = [h.detach() for h in net.hidden(X)]
+    h_last = hs[-1].clone().requires_grad_(True)
+    (g_last,) = torch.autograd.grad(F_.cross_entropy(_head(net, h_last), y), h_last)
+    n = len(net.blocks)
+    gen = torch.Generator().manual_seed(seed)
+    ks = torch.arange(n + 1).repeat_interleave(samples)
+    through = torch.stack([torch.randperm(n, generator=gen) < k for k in ks])  # (paths, n)
+    G = g_last.expand(len(ks), *g_last.shape).clone()
+    for i in reversed(range(n)):
+        h = hs[i].clone().requires_grad_(True)
+        (G_branch,) = torch.autograd.grad(net.blocks[i].branch(h), h, grad_outputs=G, is_grads_batched=True)
+        G = torch.where(through[:, i, None, None], G_branch, G)
+    net.train(was_training)
+    return G.flatten(1).norm(dim=1).reshape(n + 1, samples).mean(dim=1).double()
+
+
+@torch.no_grad()
+def lesion_logits(net, X, drop=()):
+    """Logits of ``net`` (eval mode) with the blocks whose indices are in ``drop`` skipped: ``h_{i+1} = h_i``."""
+    was_training = net.training
+    net.eval()
+    h = net.stem(X)
+    for i, block in enumerate(net.blocks):
+        if i not in drop:
+            h = block(h)
+    logits = _head(net, h)
+    net.train(was_training)
+    return logits
+
+
+def lesion_accuracy(net, X, y, drop=()):
+    """Test accuracy of ``net`` with the blocks in ``drop`` deleted (see :func:`lesion_logits`)."""
+    return (lesion_logits(net, X, drop).argmax(dim=1) == y).double().mean().item()
+
+
+def _batch_norm(h):
+    """Normalise each unit over the batch, with the batch statistics treated as constants."""
+    return (h - h.mean(0).detach()) / (h.std(0, unbiased=False).detach() + 1e-5)
+
+
+def grid_gradients(depth, residual, width=200, n_points=256, seed=0):
+    """``dy/dx`` at ``n_points`` inputs evenly spaced on [-2, 2], for a random ReLU net with BatchNorm.
+
+    Plain: ``h <- W relu(BN(h))``; residual: ``h <- h + W relu(BN(h))``; He-initialised,
+    ``h_0 = x w_0 + b_0`` and ``y = v · relu(BN(h_depth))``. BN uses the grid as its batch (statistics
+    held fixed when differentiating), so ``dy/dx`` at each point is that point's own derivative.
+    """
+    g = torch.Generator().manual_seed(seed)
+    x = torch.linspace(-2.0, 2.0, n_points).unsqueeze(1).requires_grad_(True)
+    h = x * torch.randn(width, generator=g) * math.sqrt(2.0) + torch.randn(width, generator=g)
+    for _ in range(depth):
+        W = torch.randn(width, width, generator=g) * math.sqrt(2.0 / width)
+        branch = F_.relu(_batch_norm(h)) @ W
+        h = h + branch if residual else branch
+    v = torch.randn(width, generator=g) / math.sqrt(width)
+    (dydx,) = torch.autograd.grad((F_.relu(_batch_norm(h)) @ v).sum(), x)
+    return dydx.squeeze(1)
+
+
+def neighbour_correlation(g):
+    """Pearson correlation between ``g[i]`` and ``g[i+1]`` (neighbouring inputs on the grid)."""
+    g = torch.as_tensor(g, dtype=torch.float64).flatten()
+    a, b = g[:-1] - g[:-1].mean(), g[1:] - g[1:].mean()
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+JACOBIAN_KINDS = ("orthogonal linear", "Gaussian linear", "tanh, orthogonal", "ReLU, He", "ReLU residual, 1/√L")
+
+
+def deep_jacobian(kind, depth=50, width=100, input_std=1.0, seed=0):
+    """The input-output Jacobian ``∂h_L/∂h_0`` (float64, column convention) of a ``depth``-layer net at a random input.
+
+    Layers ``h <- φ(W h)`` with ``W`` orthogonal or ``N(0, g²/width)`` (g = 1; g = √2 for ReLU), or,
+    for the residual kind, ``h <- h + W relu(h) / √depth`` with He-initialised ``W``.
+    The input is ``N(0, input_std² I)``; only tanh cares about its scale (the others are homogeneous).
+    """
+    if kind not in JACOBIAN_KINDS:
+        raise ValueError(f"unknown kind {kind!r}; use one of {list(JACOBIAN_KINDS)}")
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(width, generator=g, dtype=torch.float64) * input_std
+    J = torch.eye(width, dtype=torch.float64)
+    for _ in range(depth):
+        if kind in ("orthogonal linear", "tanh, orthogonal"):
+            W = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))[0]
+        else:
+            gain = 1.0 if kind == "Gaussian linear" else math.sqrt(2.0)
+            W = torch.randn(width, width, generator=g, dtype=torch.float64) * gain / math.sqrt(width)
+        if kind in ("orthogonal linear", "Gaussian linear"):
+            h, J = W @ h, W @ J
+        elif kind == "tanh, orthogonal":
+            z = W @ h
+            h, J = torch.tanh(z), (1 - torch.tanh(z) ** 2)[:, None] * (W @ J)
+        elif kind == "ReLU, He":
+            z = W @ h
+            h, J = F_.relu(z), (z > 0).double()[:, None] * (W @ J)
+        else:
+            step = W * (h > 0).double()[None, :] / math.sqrt(depth)  # ∂/∂h of W relu(h)/√L
+            h, J = h + W @ F_.relu(h) / math.sqrt(depth), J + step @ J
+    return J
+
+
+class Table:
+    """A small table that shows as HTML (Jupyter, the built site) and as Markdown text."""
+
+    def __init__(self, header, rows):
+        self.header = [str(c) for c in header]
+        self.rows = [[str(c) for c in row] for row in rows]
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        self.data = "\n".join(lines + ["| " + " | ".join(row) + " |" for row in self.rows])
+
+    def _repr_html_(self):
+        cell = lambda tag, c: f"<{tag}>{html.escape(c)}</{tag}>"  # noqa: E731
+        head = "".join(cell("th", c) for c in self.header)
+        body = "".join("<tr>" + "".join(cell("td", c) for c in row) + "</tr>" for row in self.rows)
+        return f'<table class="table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def _repr_markdown_(self):
+        return self.data
+
+    def __repr__(self):
+        return self.data
+
+
+def table(header, rows):
+    """A :class:`Table` from a header and rows of already-formatted cells."""
+    return Table(header, rows)

@@ -1,0 +1,199 @@
+"""gradflow.papers against independent references: hand-written formulas, autograd, numpy."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F_
+from torch.autograd.functional import jacobian
+
+from gradflow.nets import mlp
+from gradflow.papers import (
+    JACOBIAN_KINDS,
+    VARIANTS,
+    Unit,
+    deep_jacobian,
+    eval_loss,
+    grid_gradients,
+    lesion_accuracy,
+    lesion_logits,
+    neighbour_correlation,
+    path_gradient_norms,
+    table,
+    unit_net,
+)
+
+
+def _bn_eval(unit, x):
+    bn = unit.norm
+    return (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+
+
+def _trained_stats(unit, width, seed):
+    """Give the unit's BatchNorm non-trivial running statistics and affine parameters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        unit.norm.running_mean.copy_(torch.randn(width, generator=g))
+        unit.norm.running_var.copy_(torch.rand(width, generator=g) + 0.5)
+        unit.norm.weight.copy_(torch.randn(width, generator=g))
+        unit.norm.bias.copy_(torch.randn(width, generator=g))
+    return unit.eval()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_unit_matches_its_formula(variant):
+    width = 6
+    unit = _trained_stats(Unit(width, variant, lam=0.3), width, seed=1)
+    x = torch.randn(5, width, generator=torch.Generator().manual_seed(2))
+    W = lambda v: v @ unit.linear.weight.T + unit.linear.bias  # noqa: E731
+    BN = lambda v: _bn_eval(unit, v)  # noqa: E731
+    want = {
+        "identity (pre-activation)": x + W(torch.relu(BN(x))),
+        "scaled shortcut": 0.3 * x + W(torch.relu(BN(x))),
+        "original (ReLU after add)": torch.relu(x + BN(W(x))),
+        "ReLU before addition": x + torch.relu(BN(W(x))),
+        "BN after addition": torch.relu(BN(x + W(x))),
+    }[variant]
+    torch.testing.assert_close(unit(x), want)
+
+
+def test_unit_net_is_seeded_and_checks_its_variant():
+    a, b = unit_net("scaled shortcut", 3, seed=5), unit_net("scaled shortcut", 3, seed=5)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert len(a.blocks) == 3 and all(isinstance(u, Unit) and u.lam == 0.5 for u in a.blocks)
+    with pytest.raises(ValueError, match="unknown variant"):
+        Unit(4, "gated")
+
+
+def test_eval_loss_is_cross_entropy_in_eval_mode_and_restores_the_mode():
+    net = mlp(2, width=8, d_in=5, d_out=3, norm="batch", seed=0)
+    X, y = torch.randn(16, 5, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 3
+    net.train()
+    got = eval_loss(net, X, y)
+    assert net.training
+    net.eval()
+    assert got == pytest.approx(F_.cross_entropy(net(X), y).item())
+
+
+def _net_with_stats(depth, residual, seed=0):
+    net = mlp(depth, width=5, d_in=4, d_out=3, norm="batch", residual=residual, init="he", seed=seed)
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(20, 4, generator=torch.Generator().manual_seed(seed)) * 2 + 1)
+    return net.eval()
+
+
+def test_path_gradient_norms_against_explicit_block_jacobians():
+    net = _net_with_stats(3, residual=True)
+    X, y = torch.randn(1, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float32), torch.tensor([2])
+    hs = [h.detach() for h in net.hidden(X)]
+    hL = hs[-1].clone().requires_grad_(True)
+    (gL,) = torch.autograd.grad(F_.cross_entropy(net.head(net.head_act(net.head_norm(hL))), y), hL)
+    Js = [jacobian(lambda h, b=b: b.branch(h.unsqueeze(0)).squeeze(0), h[0])
+          for b, h in zip(net.blocks, hs[:-1], strict=True)]
+    norms = path_gradient_norms(net, X, y, samples=4, seed=0)
+    assert norms.shape == (4,)
+    assert norms[0].item() == pytest.approx(gL.norm().item(), rel=1e-5)  # length 0: the identity path
+    all_branches = gL[0] @ Js[2] @ Js[1] @ Js[0]  # row vector times J_2 J_1 J_0
+    assert norms[3].item() == pytest.approx(all_branches.norm().item(), rel=1e-4)
+    one_branch = [(gL[0] @ J).norm().item() for J in Js]
+    assert min(one_branch) - 1e-7 <= norms[1].item() <= max(one_branch) + 1e-7
+
+
+def test_lesion_logits_skips_exactly_the_dropped_blocks():
+    net = _net_with_stats(4, residual=False)
+    X = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
+    net.train()
+    torch.testing.assert_close(lesion_logits(net, X), net.eval()(X))
+    with torch.no_grad():
+        net.eval()
+        h = net.blocks[2](net.blocks[0](net.stem(X)))
+        want = net.head(net.head_act(net.head_norm(h)))
+    net.train()
+    torch.testing.assert_close(lesion_logits(net, X, drop=(1, 3)), want)
+    assert net.training, "the net's mode is restored"
+    y = lesion_logits(net, X, drop=(1, 3)).argmax(dim=1)
+    assert lesion_accuracy(net, X, y, drop=(1, 3)) == 1.0
+
+
+def test_grid_gradients_shape_seed_and_depth_zero():
+    g = grid_gradients(3, residual=True, width=16, n_points=32, seed=4)
+    assert g.shape == (32,)
+    torch.testing.assert_close(g, grid_gradients(3, residual=True, width=16, n_points=32, seed=4))
+    torch.testing.assert_close(grid_gradients(0, residual=True, width=16, n_points=32, seed=4),
+                               grid_gradients(0, residual=False, width=16, n_points=32, seed=4))
+
+
+def test_grid_gradients_match_finite_differences_with_frozen_statistics():
+    """Depth 0: y = v · relu(BN(x w + b)); BN's statistics come from the grid and are held fixed."""
+    width, n = 8, 16
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(width, generator=g) * math.sqrt(2.0), torch.randn(width, generator=g)
+    v = torch.randn(width, generator=g) / math.sqrt(width)
+    x = torch.linspace(-2.0, 2.0, n, dtype=torch.float64)
+    h = x[:, None] * w.double() + b.double()
+    mean, std = h.mean(0), h.std(0, unbiased=False) + 1e-5
+    f = lambda t: (torch.relu((t[:, None] * w.double() + b.double() - mean) / std) @ v.double())  # noqa: E731
+    eps = 1e-6
+    fd = (f(x + eps) - f(x - eps)) / (2 * eps)
+    got = grid_gradients(0, residual=False, width=width, n_points=n, seed=0).double()
+    torch.testing.assert_close(got, fd, rtol=1e-4, atol=1e-4)
+
+
+def test_neighbour_correlation_against_numpy():
+    rng = np.random.default_rng(0)
+    for g in (rng.normal(size=100), np.cumsum(rng.normal(size=100)), np.sin(np.linspace(0, 3, 50))):
+        want = np.corrcoef(g[:-1], g[1:])[0, 1]
+        assert neighbour_correlation(g) == pytest.approx(want, abs=1e-12)
+        assert neighbour_correlation(torch.tensor(g)) == pytest.approx(want, abs=1e-12)
+
+
+def _forward(kind, depth, width, input_std, seed):
+    """The net that deep_jacobian differentiates, drawn from the same generator, as a function of h_0."""
+    g = torch.Generator().manual_seed(seed)
+    h0 = torch.randn(width, generator=g, dtype=torch.float64) * input_std
+    Ws = []
+    for _ in range(depth):
+        if kind in ("orthogonal linear", "tanh, orthogonal"):
+            Ws.append(torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))[0])
+        else:
+            gain = 1.0 if kind == "Gaussian linear" else math.sqrt(2.0)
+            Ws.append(torch.randn(width, width, generator=g, dtype=torch.float64) * gain / math.sqrt(width))
+
+    def f(h):
+        for W in Ws:
+            if kind in ("orthogonal linear", "Gaussian linear"):
+                h = W @ h
+            elif kind == "tanh, orthogonal":
+                h = torch.tanh(W @ h)
+            elif kind == "ReLU, He":
+                h = torch.relu(W @ h)
+            else:
+                h = h + W @ torch.relu(h) / math.sqrt(depth)
+        return h
+
+    return f, h0
+
+
+@pytest.mark.parametrize("kind", JACOBIAN_KINDS)
+def test_deep_jacobian_matches_autograd(kind):
+    f, h0 = _forward(kind, depth=6, width=7, input_std=0.7, seed=3)
+    want = jacobian(f, h0)
+    torch.testing.assert_close(deep_jacobian(kind, depth=6, width=7, input_std=0.7, seed=3), want,
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_orthogonal_linear_is_isometric_and_unknown_kind_raises():
+    s = torch.linalg.svdvals(deep_jacobian("orthogonal linear", depth=20, width=10))
+    torch.testing.assert_close(s, torch.ones(10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="unknown kind"):
+        deep_jacobian("sigmoid")
+
+
+def test_table_is_markdown_and_escaped_html():
+    t = table(["a", "b"], [[1, "x"], [2, "<y>"]])
+    assert t._repr_markdown_() == repr(t) == "| a | b |\n|---|---|\n| 1 | x |\n| 2 | <y> |"
+    assert t._repr_html_() == ('<table class="table"><thead><tr><th>a</th><th>b</th></tr></thead><tbody>'
+                               "<tr><td>1</td><td>x</td></tr><tr><td>2</td><td>&lt;y&gt;</td></tr></tbody></table>")
