@@ -80,3 +80,51 @@ def test_pages_carry_no_dead_widget_state(site_dir):
         html = (site_dir / path).read_text()
         assert "application/vnd.jupyter.widget-state+json" not in html, path
         assert "require.js" not in html and "html-manager" not in html, path
+
+
+# For every display equation on the page: its TeX (from MathJax's own list of typeset math, else the
+# assistive MathML text), its number, and its rendered width against the width of its box. An
+# equation is too wide when it is wider than the mjx-container (which then scrolls or clips it) or
+# when the container itself sticks out of its div.math (which also holds the equation number).
+_DISPLAY_EQUATION_WIDTHS_JS = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  const tex = new Map();
+  const doc = window.MathJax && MathJax.startup && MathJax.startup.document;
+  if (doc && doc.math) for (const item of doc.math) tex.set(item.typesetRoot, item.math);
+  return [...document.querySelectorAll('mjx-container[display="true"]')].map(c => {
+    const box = c.closest('div.math') || c.parentElement;
+    const math = c.querySelector(':scope > mjx-math, :scope > svg') || c;
+    const eqno = box.querySelector('.eqno');
+    const mml = c.querySelector('mjx-assistive-mml');
+    return {
+      tex: tex.get(c) || c.getAttribute('aria-label') || (mml ? mml.textContent : ''),
+      number: eqno ? eqno.textContent.replace('#', '').trim() : '',
+      width: Math.max(c.scrollWidth, math.getBoundingClientRect().width),
+      room: c.clientWidth,
+      sticks_out: c.getBoundingClientRect().right - box.getBoundingClientRect().right,
+    };
+  });
+}"""
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_display_equations_fit_the_column_at_1200px(offline_page, base_url, path):
+    """At a 1200 px wide window no display equation is cut off or scrolls sideways: split long ones
+    with ``\\begin{aligned} ... \\\\ ... \\end{aligned}`` inside the labelled ``$$ ... $$ (label)`` block.
+    (On a phone, long equations scrolling is acceptable.)"""
+    page = offline_page.page
+    page.set_viewport_size({"width": 1200, "height": 900})
+    offline_page.goto(base_url + path)
+    if not page.locator(".math").count():
+        return
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.math')].every(m => m.querySelector('mjx-container'))",
+        timeout=20_000,
+    )
+    too_wide = [
+        f"{e['number'] or 'unnumbered'} is {e['width']:.0f} px wide in {e['room']} px: "
+        + re.sub(r"\s+", " ", re.sub(r"^\s*\\begin\{split\}", "", e["tex"])).strip()[:70]
+        for e in page.evaluate(_DISPLAY_EQUATION_WIDTHS_JS)
+        if e["width"] > e["room"] + 1 or e["sticks_out"] > 1
+    ]
+    assert not too_wide, f"{path}: display equations wider than the column at 1200 px: " + "; ".join(too_wide)
