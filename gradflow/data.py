@@ -1,9 +1,31 @@
 """Seeded data sets: scikit-learn's digits (no download) and a small synthetic task."""
 
+import gzip
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import torch
 
-__all__ = ["digits", "teacher_task"]
+__all__ = ["digits", "load_digits_array", "teacher_task"]
+
+
+def load_digits_array():
+    """The 1797 digits as ``(X, y)`` NumPy arrays, read from scikit-learn's own data file.
+
+    Same numbers as ``sklearn.datasets.load_digits(return_X_y=True)``, without importing
+    ``sklearn.datasets`` (0.6 s, a tenth of a chapter's run time). Falls back to it if the
+    file is not where scikit-learn keeps it.
+    """
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1], data[:, -1].astype(int)
 
 
 def _standardise(X_train, X_test):
@@ -18,9 +40,7 @@ def digits(seed=0, test_fraction=0.25, dtype=torch.float32):
 
     The split is a seeded permutation, so the same seed gives the same split.
     """
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
+    X, y = load_digits_array()
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     test, train = order[:n_test], order[n_test:]

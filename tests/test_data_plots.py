@@ -51,3 +51,13 @@ def test_loss_curves_and_png():
     png = plots.to_png(ax.figure)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     plt.close("all")
+
+
+def test_load_digits_array_matches_scikit_learn():
+    from sklearn.datasets import load_digits
+
+    X, y = data.load_digits_array()
+    X_ref, y_ref = load_digits(return_X_y=True)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert X.shape == (1797, 64)
