@@ -35,7 +35,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["BUDGETS", "FLOOR_SOURCE", "discover_notebooks", "run_notebook", "measure", "page_weight",
-           "site_weights", "build_site", "evaluate", "render_markdown", "update_page", "main"]
+           "site_weights", "browser_weights", "build_site", "evaluate", "render_markdown", "update_page", "main"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 MB = 1_000_000
@@ -446,6 +446,72 @@ def site_weights(html_dir, book="book", mathjax_fonts=True):
     return [page_weight(p, html_dir, mathjax_fonts, cache) for p in pages]
 
 
+def browser_weights(html_dir, pages, chromium=None, browser=None):
+    """Bytes headless Chromium actually loads for each page (``{page: bytes}``), or None.
+
+    The static count of :func:`page_weight` includes every MathJax font, but a browser fetches
+    only the fonts of the glyph styles a page uses. Here the site is served on loopback, each
+    page is opened in a fresh context (empty cache), scrolled to the end and left until the
+    network is idle; the bodies of all responses are added up. ``browser`` is a Playwright
+    browser to reuse; without one the system Chromium is started, and None is returned when
+    Playwright or Chromium is missing (the budget then applies to the static count).
+    """
+    import functools
+    import http.server
+    import threading
+
+    if browser is None:
+        chromium = chromium or os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            return None
+        if not Path(chromium).exists():
+            return None
+        with sync_playwright() as pw:
+            own = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
+            try:
+                return browser_weights(html_dir, pages, browser=own)
+            finally:
+                own.close()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(html_dir)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    loaded = {}
+    try:
+        for page_name in pages:
+            context = browser.new_context()
+            page = context.new_page()
+            sizes = {}
+
+            def finished(request, sizes=sizes):
+                response = request.response()
+                try:
+                    sizes[request.url] = len(response.body()) if response else 0
+                except Exception:  # a body the browser discarded (e.g. a redirect)
+                    sizes[request.url] = 0
+
+            page.on("requestfinished", finished)
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
+                       or route.request.url.startswith("data:") else route.abort())
+            page.goto(base + page_name, wait_until="networkidle")
+            page.mouse.wheel(0, 10**6)
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(500)
+            loaded[page_name] = sum(sizes.values())
+            context.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return loaded
+
+
 # --------------------------------------------------------------------------- budgets and report
 
 
@@ -475,7 +541,7 @@ def evaluate(report):
         if not build["ok"]:
             errors.append(f"site build failed (exit {build['returncode']})")
     for page in report["pages"]["items"]:
-        page["within_budget"] = {"weight": page["bytes"] <= b["page_bytes"]}
+        page["within_budget"] = {"weight": page.get("loaded_bytes", page["bytes"]) <= b["page_bytes"]}
         if not page["within_budget"]["weight"]:
             exceeded.append(f"{page['page']}: weight")
     report["exceeded"], report["errors"] = exceeded, errors
@@ -576,16 +642,24 @@ def render_markdown(report):
     if pages["items"]:
         fonts = ("all of MathJax's lazily loaded fonts are counted on pages with maths, an upper bound"
                  if pages["mathjax_fonts_counted"] else "MathJax's lazily loaded fonts are not counted")
+        browser = pages.get("browser")
+        budgeted = ("the budget applies to what Chromium loads" if browser else
+                    "no browser was available, so the budget applies to the static count")
         lines += [
             f"Page weight: the HTML plus every file of the site it loads, each counted once; {fonts}."
+            f" *Loaded* is what headless Chromium fetched opening the page with an empty cache and"
+            f" scrolling to the end (only the MathJax fonts the page uses); {budgeted}."
             f" Pages from {pages['source']}; gzip is what a server that compresses its files would send.",
             "",
-            f"| page | weight ≤ {b['page_bytes'] / MB:g} MB | MathJax fonts | gzip | largest files |",
-            "|---|---|---|---|---|",
+            f"| page | loaded ≤ {b['page_bytes'] / MB:g} MB | static count | MathJax fonts | gzip | largest files |",
+            "|---|---|---|---|---|---|",
         ]
         for p in pages["items"]:
             big = ", ".join(f"{Path(name).name}\u00a0{_weight(n)}" for name, n in p["largest"][:2]) or "–"
-            lines.append(f"| {p['page']} | {_weight(p['bytes'])}{_mark(p['within_budget']['weight'])}"
+            mark = _mark(p["within_budget"]["weight"])
+            loaded = f"{_weight(p['loaded_bytes'])}{mark}" if "loaded_bytes" in p else "–"
+            static = _weight(p["bytes"]) + ("" if "loaded_bytes" in p else mark)
+            lines.append(f"| {p['page']} | {loaded} | {static}"
                          f" | {_weight(p['lazy_bytes'])} | {_weight(p['gzip_bytes'])} | {big} |")
     else:
         lines.append(f"Page weight: not measured ({pages['source']}).")
@@ -679,7 +753,13 @@ def main(argv=None):
     try:
         if site.is_dir():
             source = "this run's build" if tmp else f"the existing build in `{_rel(site, root)}`"
-            report["pages"] = {"source": source, "mathjax_fonts_counted": True, "items": site_weights(site)}
+            items = site_weights(site)
+            loaded = None if args.smoke else browser_weights(site, [p["page"] for p in items])
+            for item in items:
+                if loaded is not None:
+                    item["loaded_bytes"] = loaded[item["page"]]
+            report["pages"] = {"source": source, "mathjax_fonts_counted": True, "items": items,
+                               "browser": loaded is not None}
         else:
             report["pages"] = {"source": f"no built site at `{_rel(site, root)}`", "mathjax_fonts_counted": True,
                                "items": []}

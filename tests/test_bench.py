@@ -4,6 +4,7 @@ Nothing here is timed: the smoke run only checks that the benchmark runs and wri
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,24 @@ def test_build_site_builds_elsewhere_and_its_pages_weigh_without_missing_files(t
     assert len(page["external"]) == 1 and "mathjax" in page["external"][0]
     assert page["bytes"] > page["html_bytes"] > 0 and page["files"] > 5
     assert page["by_kind"]["script"] > 0 and page["by_kind"]["css"] > 0
+
+
+def test_browser_weights_add_up_what_chromium_fetches(tmp_path):
+    """Chromium loads the page, its stylesheet and image, but not a link or a file it never asks for."""
+    import shutil as sh
+
+    if not (sh.which("chromium") or os.path.exists("/usr/bin/chromium")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing (CI must install it: see .ci/run)")
+        pytest.skip("Chromium is not installed")
+    root = tmp_path / "html"
+    page = ('<html><head><link rel="stylesheet" href="s.css"></head>'
+            '<body><img src="i.png"><a href="big.bin">x</a></body></html>')
+    _write(root / "p.html", page)
+    _write(root / "s.css", 300)
+    png = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+    (root / "i.png").write_bytes(png)
+    _write(root / "big.bin", 100_000)
+    loaded = bench.browser_weights(root, ["p.html"])
+    assert loaded == {"p.html": len(page) + 300 + len(png)}

@@ -128,3 +128,12 @@ def test_display_equations_fit_the_column_at_1200px(offline_page, base_url, path
         if e["width"] > e["room"] + 1 or e["sticks_out"] > 1
     ]
     assert not too_wide, f"{path}: display equations wider than the column at 1200 px: " + "; ".join(too_wide)
+
+
+def test_every_page_is_within_the_3_mb_budget(site_dir, browser):
+    """What Chromium fetches for each page (empty cache, scrolled to the end) stays under 3 MB."""
+    from gradflow.bench import BUDGETS, browser_weights
+
+    loaded = browser_weights(site_dir, PAGES, browser=browser)
+    heavy = {p: round(n / 1e6, 2) for p, n in loaded.items() if n > BUDGETS["page_bytes"]}
+    assert not heavy, f"pages over {BUDGETS['page_bytes'] / 1e6:g} MB: {heavy}"
