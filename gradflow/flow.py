@@ -12,7 +12,7 @@ import torch.nn.functional as F_
 from torch import nn
 from torch.autograd.functional import jacobian
 
-from .nets import ACTIVATIONS
+from .nets import ACTIVATIONS, act_derivative
 
 __all__ = [
     "randn",
@@ -20,7 +20,6 @@ __all__ = [
     "ResidualBlock",
     "block",
     "stack",
-    "act_prime",
     "states",
     "input_grad",
     "two_terms",
@@ -89,20 +88,6 @@ def stack(depth, width=6, hidden=None, activation="tanh", scale2=1.0, scale3=1.0
     ))
 
 
-def act_prime(activation, z):
-    """The derivative σ'(z) of a named activation, element-wise."""
-    if activation == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s)
-    if activation == "tanh":
-        return 1 - torch.tanh(z) ** 2
-    if activation == "relu":
-        return (z > 0).to(z.dtype)
-    if activation == "linear":
-        return torch.ones_like(z)
-    raise ValueError(f"unknown activation {activation!r}; use sigmoid, tanh, relu or linear")
-
-
 def states(blocks, x):
     """The list ``[x_0, x_1, ..., x_L]`` of inputs and outputs of the blocks."""
     xs = [x]
@@ -122,7 +107,7 @@ def two_terms(blk, x, g):
     """The identity term ``g`` and the branch term ``W2ᵀ diag(σ'(W2 x + b2)) W3ᵀ g`` of ``∇_x L``."""
     W2, b2, W3 = blk.lin2.weight, blk.lin2.bias, blk.lin3.weight
     with torch.no_grad():
-        d = act_prime(blk.activation, W2 @ x + b2)
+        d = act_derivative(blk.activation, W2 @ x + b2)
         return g.clone(), W2.T @ (d * (W3.T @ g))
 
 
@@ -138,7 +123,7 @@ def branch_jacobians(blocks, x):
     with torch.no_grad():
         for blk, xi in zip(blocks, states(blocks, x)[:-1], strict=True):
             W2, b2, W3 = blk.lin2.weight, blk.lin2.bias, blk.lin3.weight
-            Js.append(W3 @ (act_prime(blk.activation, W2 @ xi + b2)[:, None] * W2))
+            Js.append(W3 @ (act_derivative(blk.activation, W2 @ xi + b2)[:, None] * W2))
     return Js
 
 

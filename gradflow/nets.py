@@ -19,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "ACTIVATIONS",
+    "act_derivative",
     "Block",
     "MLP",
     "mlp",
@@ -36,6 +37,20 @@ ACTIVATIONS = {
     "relu": nn.ReLU,
     "linear": nn.Identity,
 }
+
+
+def act_derivative(activation, z):
+    """sigma'(z) in closed form for 'sigmoid', 'tanh', 'relu' (0 at z = 0, like autograd) or 'linear'."""
+    if activation == "sigmoid":
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+    if activation == "tanh":
+        return 1 - torch.tanh(z) ** 2
+    if activation == "relu":
+        return (z > 0).to(z.dtype)
+    if activation == "linear":
+        return torch.ones_like(z)
+    raise ValueError(f"unknown activation {activation!r}; use 'sigmoid', 'tanh', 'relu' or 'linear'")
 
 
 def init_linear(layer, scheme, generator):

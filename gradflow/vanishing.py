@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .nets import hidden_grad_norms, linear_layers, mlp
+from .nets import act_derivative, hidden_grad_norms, linear_layers, mlp
 
 __all__ = [
     "act_derivative",
@@ -32,20 +32,6 @@ _MODULES = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.ReLU: "relu", nn.Identity
 def activation_name(net):
     """The activation of an :class:`~gradflow.nets.MLP` as a string: 'sigmoid', 'tanh', 'relu' or 'linear'."""
     return _MODULES[type(net.blocks[0].act if len(net.blocks) else net.head_act)]
-
-
-def act_derivative(activation, z):
-    """sigma'(z) in closed form for 'sigmoid', 'tanh', 'relu' (0 at z = 0, like autograd) or 'linear'."""
-    if activation == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s)
-    if activation == "tanh":
-        return 1 - torch.tanh(z) ** 2
-    if activation == "relu":
-        return (z > 0).to(z.dtype)
-    if activation == "linear":
-        return torch.ones_like(z)
-    raise ValueError(f"unknown activation {activation!r}; use 'sigmoid', 'tanh', 'relu' or 'linear'")
 
 
 @torch.no_grad()

@@ -51,19 +51,19 @@ def test_shortcut_and_post_relu_forward():
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "linear"])
-def test_act_prime_matches_autograd(activation):
+def test_act_derivative_matches_autograd(activation):
     z = vec(50, 4).requires_grad_(True)
     a = nets.ACTIVATIONS[activation]()(z)
     (dz,) = torch.autograd.grad(a.sum(), z)
-    assert torch.allclose(flow.act_prime(activation, z.detach()), dz, rtol=0, atol=1e-14)
+    assert torch.allclose(nets.act_derivative(activation, z.detach()), dz, rtol=0, atol=1e-14)
 
 
-def test_act_prime_hand_values():
+def test_act_derivative_hand_values():
     z = torch.tensor([0.0], dtype=D)
-    assert flow.act_prime("sigmoid", z).item() == 0.25
-    assert flow.act_prime("tanh", z).item() == 1.0
+    assert nets.act_derivative("sigmoid", z).item() == 0.25
+    assert nets.act_derivative("tanh", z).item() == 1.0
     with pytest.raises(ValueError):
-        flow.act_prime("elu", z)
+        nets.act_derivative("elu", z)
 
 
 @pytest.mark.parametrize("activation, width, hidden", [("sigmoid", 6, 4), ("tanh", 3, 7), ("relu", 5, 5)])

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import flow
+from . import as_float64
 
 __all__ = ["block_grad", "branch_term", "path_split", "lambda_threshold", "post_relu_jacobian", "LAMBDA_TASK"]
 
@@ -36,26 +37,6 @@ def _call(fn, name, *args):
         raise AssertionError(f"{name} raised {type(err).__name__}: {err}") from None
 
 
-def _tensor(out, shape, what):
-    """The student's output as a float64 tensor of ``shape``, or an AssertionError that says what is wrong."""
-    if out is None:
-        raise AssertionError(f"{what} returned None: did you forget `return`?")
-    if isinstance(out, tuple) and len(out) == 1:
-        out = out[0]
-    try:
-        if isinstance(out, torch.Tensor):
-            t = out.detach().to(torch.float64)
-        else:
-            t = torch.as_tensor(np.asarray(out, dtype=np.float64))
-    except (TypeError, ValueError, RuntimeError):
-        raise AssertionError(f"{what} returned a {type(out).__name__}, not an array of numbers") from None
-    if tuple(t.shape) != tuple(shape):
-        raise AssertionError(f"{what} returned shape {tuple(t.shape)}; expected {tuple(shape)}")
-    if not torch.isfinite(t).all():
-        raise AssertionError(f"{what} returned NaN or infinite values")
-    return t
-
-
 def _close(a, b):
     return torch.allclose(a, b, rtol=1e-7, atol=ATOL)
 
@@ -73,7 +54,7 @@ def block_grad(fn, cases=((5, 7, 3, 0),)):
         X, G = _vec((batch, width), seed + 100), _vec((batch, width), seed + 200)
         Xr = X.clone().requires_grad_(True)
         (ref,) = torch.autograd.grad(blk(Xr), Xr, grad_outputs=G)
-        out = _tensor(_call(fn, "block_grad", blk, X.clone(), G.clone()), (batch, width),
+        out = as_float64(_call(fn, "block_grad", blk, X.clone(), G.clone()), (batch, width),
                       f"block_grad for X of shape {tuple(X.shape)}")
         if _close(out, ref):
             continue
@@ -111,7 +92,7 @@ def branch_term(fn, cases=((5, 8, 0),)):
         x0, g = _vec(width, seed + 100), _vec(width, seed + 200)
         full = flow.input_grad(blocks, x0, g)
         ref = full - g  # He et al.'s eq. 5: ∇x_0 E = g + (∂/∂x_0 Σ F)ᵀ g
-        out = _tensor(_call(fn, "branch_term", blocks, x0.clone(), g.clone()), (width,),
+        out = as_float64(_call(fn, "branch_term", blocks, x0.clone(), g.clone()), (width,),
                       f"branch_term for {depth} blocks of width {width}")
         if _close(out, ref):
             continue
@@ -161,7 +142,7 @@ def path_split(fn, cases=((5, 6, 0.8, 0),)):
         x, g = _vec(n, seed + 100), _vec(n, seed + 200)
         Js = flow.branch_jacobians(blocks, x)
         ref = flow.path_gradients(Js, g, shortcut=lam)
-        out = _tensor(_call(fn, "path_split", [J.clone() for J in Js], g.clone(), lam), (L + 1, n),
+        out = as_float64(_call(fn, "path_split", [J.clone() for J in Js], g.clone(), lam), (L + 1, n),
                       f"path_split for {L} blocks of width {n}")
         if _close(out, ref):
             continue
@@ -257,7 +238,7 @@ def post_relu_jacobian(fn, cases=((6, 5, 0),)):
         blk = flow.block(width, hidden, activation="tanh", post="relu", scale3=1.5, seed=seed)
         x = _vec(width, seed + 100)
         ref = torch.autograd.functional.jacobian(blk, x)
-        out = _tensor(_call(fn, "post_relu_jacobian", blk, x.clone()), (width, width),
+        out = as_float64(_call(fn, "post_relu_jacobian", blk, x.clone()), (width, width),
                       f"post_relu_jacobian for width {width}")
         if _close(out, ref):
             continue

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import as_float64
+
 __all__ = ["residual_block", "zero_last_linear", "paths_by_length", "projection_block", "branch_scale"]
 
 ATOL = 1e-9  # float64 throughout; any correct formula is within ~1e-14
@@ -54,24 +56,6 @@ def _call(fn, name, *args, hint=""):
         raise AssertionError(f"{name} raised {type(err).__name__}: {err}. {hint}".rstrip()) from None
 
 
-def _tensor(out, shape, what):
-    """The student's output as a float64 tensor of ``shape``, or an AssertionError that says what is wrong."""
-    if out is None:
-        raise AssertionError(f"{what} returned None: did you forget `return`?")
-    try:
-        if isinstance(out, torch.Tensor):
-            t = out.detach().to(torch.float64)
-        else:
-            t = torch.as_tensor(np.asarray(out, dtype=np.float64))
-    except (TypeError, ValueError, RuntimeError):
-        raise AssertionError(f"{what} returned a {type(out).__name__}, not an array of numbers") from None
-    if tuple(t.shape) != tuple(shape):
-        raise AssertionError(f"{what} returned shape {tuple(t.shape)}; expected {tuple(shape)}")
-    if not torch.isfinite(t).all():
-        raise AssertionError(f"{what} returned nan or inf values")
-    return t
-
-
 def _randn(gen, *shape):
     return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
@@ -97,7 +81,7 @@ def residual_block(fn, seed=0, batch=4, d=5, hidden=7):
     x, W1, b1 = _randn(gen, batch, d), _randn(gen, hidden, d), _randn(gen, hidden)
     W2, b2 = _randn(gen, d, hidden), _randn(gen, d)
     args = [t.clone() for t in (x, W1, b1, W2, b2)]
-    out = _tensor(_call(fn, "residual_block", *args, hint=_SHAPE_HINT), (batch, d), "residual_block")
+    out = as_float64(_call(fn, "residual_block", *args, hint=_SHAPE_HINT), (batch, d), "residual_block")
     branch = torch.relu(x @ W1.T + b1) @ W2.T + b2
     _diagnose(out, x + branch, [
         (branch, "this is F(x) alone: the block must add the input, y = x + F(x)"),
@@ -191,7 +175,7 @@ def projection_block(fn, seed=0, d_in=5, d_out=3, hidden=4):
     W2, b2, Ws = _randn(gen, d_out, hidden), _randn(gen, d_out), _randn(gen, d_out, d_in)
     branch = torch.relu(x @ W1.T + b1) @ W2.T + b2
     args = [t.clone() for t in (x, W1, b1, W2, b2, Ws)]
-    out = _tensor(_call(fn, "projection_block", *args, hint=_SHAPE_HINT), (6, d_out), "projection_block")
+    out = as_float64(_call(fn, "projection_block", *args, hint=_SHAPE_HINT), (6, d_out), "projection_block")
     _diagnose(out, x @ Ws.T + branch, [
         (branch, "the shortcut x @ Ws.T is missing"),
         (x @ Ws.T, "the branch F(x) is missing"),
@@ -199,7 +183,7 @@ def projection_block(fn, seed=0, d_in=5, d_out=3, hidden=4):
     ], "projection_block")
     W2s, b2s = _randn(gen, d_in, hidden), _randn(gen, d_in)
     args = [t.clone() for t in (x, W1, b1, W2s, b2s)]
-    out = _tensor(_call(fn, "projection_block", *args, None,
+    out = as_float64(_call(fn, "projection_block", *args, None,
                         hint="with Ws=None the shortcut is the identity: use x itself"),
                   (6, d_in), "projection_block with Ws=None")
     same = torch.relu(x @ W1.T + b1) @ W2s.T + b2s
