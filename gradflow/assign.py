@@ -193,6 +193,9 @@ def _kill_tree(pid):
     psutil.wait_procs(procs, timeout=10)
 
 
+KERNEL_START_FAILED = re.compile(r"Kernel didn't respond in \d+ seconds|Kernel died before replying to kernel_info")
+
+
 def nbgrader(args, cwd, timeout=None):
     """Run ``nbgrader ARGS`` in the folder ``cwd`` (which holds nbgrader_config.py); never raises."""
     # nbgrader calls the `alembic` command of its environment: put this Python's bin/ first on PATH
@@ -522,6 +525,9 @@ def grade_student(root, chapter, student, files, cells, known, cell_timeout=None
                     rows[nb].notes.append("cells with unknown grade ids run as ordinary cells: " + ", ".join(unknown))
             before = _files(tmp)
             run = nbgrader(["autograde", chapter, f"--student={student}", "--force", *extra], tmp, student_timeout)
+            if run.returncode != 0 and not run.timed_out and KERNEL_START_FAILED.search(run.log):
+                # the kernel never started (a loaded machine): nothing of the student's ran; try once more
+                run = nbgrader(["autograde", chapter, f"--student={student}", "--force", *extra], tmp, student_timeout)
             run.save(root / "dist" / "logs" / f"autograde-{chapter}-{student}.log")
             for nb in good:
                 path = tmp / "dist" / "autograded" / student / chapter / f"{nb}.ipynb"

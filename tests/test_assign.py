@@ -513,3 +513,11 @@ def test_chapter_releases_and_grades(chapter, tmp_path):
     assert all(r.status == "graded" for r in by["broken"]), [r.notes for r in by["broken"]]
     assert sum(r.total for r in by["broken"]) < maximum
 
+
+
+def test_a_kernel_that_never_started_is_recognised_for_one_retry():
+    """A loaded machine can lose a kernel at start-up (nothing of the student's ran): grade retries once."""
+    line = ("[AutogradeApp | ERROR] Error occurred while starting new kernel client for kernel b796ff62: "
+            "Kernel didn't respond in 60 seconds")
+    assert assign.KERNEL_START_FAILED.search(line)
+    assert not assign.KERNEL_START_FAILED.search("AssertionError: block_grad is not implemented yet")
