@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import flow
-from . import as_float64
+from . import as_float64, call
 
 __all__ = ["block_grad", "branch_term", "path_split", "lambda_threshold", "post_relu_jacobian", "LAMBDA_TASK"]
 
@@ -23,18 +23,6 @@ LAMBDA_TASK = dict(depth=30, width=16, activation="tanh", scale3=0.5, seed=0, x_
 
 def _vec(shape, seed):
     return torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-
-
-def _call(fn, name, *args):
-    """Call the student's function; turn any exception into an AssertionError that says so."""
-    if not callable(fn):
-        raise AssertionError(f"{name} should be a function, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raises NotImplementedError)") from None
-    except Exception as err:  # the student's code crashed: report it, do not crash the checker
-        raise AssertionError(f"{name} raised {type(err).__name__}: {err}") from None
 
 
 def _close(a, b):
@@ -54,7 +42,7 @@ def block_grad(fn, cases=((5, 7, 3, 0),)):
         X, G = _vec((batch, width), seed + 100), _vec((batch, width), seed + 200)
         Xr = X.clone().requires_grad_(True)
         (ref,) = torch.autograd.grad(blk(Xr), Xr, grad_outputs=G)
-        out = as_float64(_call(fn, "block_grad", blk, X.clone(), G.clone()), (batch, width),
+        out = as_float64(call(fn, "block_grad", blk, X.clone(), G.clone()), (batch, width),
                       f"block_grad for X of shape {tuple(X.shape)}")
         if _close(out, ref):
             continue
@@ -92,7 +80,7 @@ def branch_term(fn, cases=((5, 8, 0),)):
         x0, g = _vec(width, seed + 100), _vec(width, seed + 200)
         full = flow.input_grad(blocks, x0, g)
         ref = full - g  # He et al.'s eq. 5: ∇x_0 E = g + (∂/∂x_0 Σ F)ᵀ g
-        out = as_float64(_call(fn, "branch_term", blocks, x0.clone(), g.clone()), (width,),
+        out = as_float64(call(fn, "branch_term", blocks, x0.clone(), g.clone()), (width,),
                       f"branch_term for {depth} blocks of width {width}")
         if _close(out, ref):
             continue
@@ -142,7 +130,7 @@ def path_split(fn, cases=((5, 6, 0.8, 0),)):
         x, g = _vec(n, seed + 100), _vec(n, seed + 200)
         Js = flow.branch_jacobians(blocks, x)
         ref = flow.path_gradients(Js, g, shortcut=lam)
-        out = as_float64(_call(fn, "path_split", [J.clone() for J in Js], g.clone(), lam), (L + 1, n),
+        out = as_float64(call(fn, "path_split", [J.clone() for J in Js], g.clone(), lam), (L + 1, n),
                       f"path_split for {L} blocks of width {n}")
         if _close(out, ref):
             continue
@@ -238,7 +226,7 @@ def post_relu_jacobian(fn, cases=((6, 5, 0),)):
         blk = flow.block(width, hidden, activation="tanh", post="relu", scale3=1.5, seed=seed)
         x = _vec(width, seed + 100)
         ref = torch.autograd.functional.jacobian(blk, x)
-        out = as_float64(_call(fn, "post_relu_jacobian", blk, x.clone()), (width, width),
+        out = as_float64(call(fn, "post_relu_jacobian", blk, x.clone()), (width, width),
                       f"post_relu_jacobian for width {width}")
         if _close(out, ref):
             continue

@@ -13,6 +13,7 @@ import torch
 
 from ..nets import mlp
 from ..papers import grid_gradients, lesion_logits
+from . import as_array, as_scalar, call
 
 __all__ = [
     "check_path_length_fractions",
@@ -21,42 +22,6 @@ __all__ = [
     "check_depth_correlations",
     "check_stack_jacobian",
 ]
-
-
-def _array(value, what):
-    """``value`` as a float64 numpy array, or an AssertionError that says what was returned."""
-    if value is None:
-        raise AssertionError(f"{what} returned None: did you forget `return`?")
-    try:
-        if isinstance(value, torch.Tensor):
-            arr = value.detach().cpu().double().numpy()
-        else:
-            arr = np.asarray(value, dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001 - any failure is the student's type, reported plainly
-        raise AssertionError(f"{what} returned {type(value).__name__}, which is not an array of numbers "
-                             f"({type(exc).__name__}: {exc})") from None
-    return arr
-
-
-def _scalar(value, what):
-    arr = _array(value, what)
-    if arr.size != 1:
-        raise AssertionError(f"{what} returned shape {arr.shape}; expected a single number")
-    x = float(arr.reshape(()))
-    if not math.isfinite(x):
-        raise AssertionError(f"{what} returned {x}; expected a finite number")
-    return x
-
-
-def _call(fn, what, *args):
-    if not callable(fn):
-        raise AssertionError(f"expected a function for {what}, got {type(fn).__name__}")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise AssertionError(f"{what} is not implemented yet (it raises NotImplementedError)") from None
-    except Exception as exc:  # noqa: BLE001 - the student's code failed: say where, not a traceback
-        raise AssertionError(f"{what} raised {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------- ex1
@@ -70,7 +35,7 @@ def check_path_length_fractions(fn, ns=(3, 54)):
     """``fn(n)`` must return the n + 1 fractions of the 2**n paths that pass through k = 0..n branches."""
     for n in ns:
         what = f"path_length_fractions({n})"
-        got = _array(_call(fn, what, n), what).reshape(-1)
+        got = as_array(call(fn, what, n), what).reshape(-1)
         if got.shape != (n + 1,):
             hint = " (paths can pass through 0, 1, ..., n branches: that is n + 1 lengths)" \
                 if got.size == n else ""
@@ -128,7 +93,7 @@ def check_forward_without(fn, cases=((True, (2,)), (False, (0,)), (True, (1, 3))
                 net(X * 2 + 1)
         net.train()
         what = f"forward_without(net, X, drop={drop}) for a {kind} net"
-        got = _array(_call(fn, what, copy.deepcopy(net), X.clone(), drop), what)
+        got = as_array(call(fn, what, copy.deepcopy(net), X.clone(), drop), what)
         if got.shape != (32, 4):
             raise AssertionError(f"{what} returned shape {got.shape}; expected the logits, shape (32, 4) "
                                  "for 32 inputs and 4 classes")
@@ -178,7 +143,7 @@ def check_neighbour_correlation(fn):
     ]
     for name, g in cases:
         what = f"your correlation for {name}"
-        got = _scalar(_call(fn, what, g.clone()), what)
+        got = as_scalar(call(fn, what, g.clone()), what)
         want = _lag1(g.numpy())
         if abs(got - want) < 1e-6 or abs(got - _acf1(g.numpy())) < 1e-6:
             continue
@@ -212,7 +177,7 @@ def check_depth_correlations(plain, residual, depth=12):
     """The student's mean correlations at ``depth`` (seeds 0, 1, 2) for the plain and the residual net."""
     for value, is_residual in ((plain, False), (residual, True)):
         kind = "residual" if is_residual else "plain"
-        got = _scalar(value, f"your {kind} correlation at depth {depth}")
+        got = as_scalar(value, f"your {kind} correlation at depth {depth}")
         want = reference_depth_correlation(depth, is_residual)
         if abs(got - want) > 1e-4:
             other = reference_depth_correlation(depth, not is_residual)
@@ -242,7 +207,7 @@ def check_stack_jacobian(fn):
     for L, n, lam in ((3, 4, 0.5), (1, 3, 2.0), (5, 6, 1.0), (4, 2, 0.0)):
         As = [torch.randn(n, n, generator=g, dtype=torch.float64) for _ in range(L)]
         what = f"stack_jacobian(As, lam={lam}) with {L} matrices of shape ({n}, {n})"
-        got = _array(_call(fn, what, [A.clone() for A in As], lam), what)
+        got = as_array(call(fn, what, [A.clone() for A in As], lam), what)
         if got.shape != (n, n):
             raise AssertionError(f"{what} returned shape {got.shape}; expected ({n}, {n})")
 
@@ -265,7 +230,7 @@ def check_stack_jacobian(fn):
              "block's Jacobian is λI + A_i"),
         ]
         for J, message in wrong:
-            if message is not None and np.allclose(got, _array(J, "reference"), rtol=1e-8, atol=1e-10):
+            if message is not None and np.allclose(got, as_array(J, "reference"), rtol=1e-8, atol=1e-10):
                 raise AssertionError(f"{what}: {message}")
         err = np.abs(got - want).max()
         raise AssertionError(f"{what} differs from autograd's Jacobian by up to {err:.3g}")

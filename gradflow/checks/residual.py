@@ -6,15 +6,12 @@ nested lists; loops and vectorised code are both fine.
 """
 
 import math
-import signal
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import as_float64
+from . import as_float64, call
 
 __all__ = ["residual_block", "zero_last_linear", "paths_by_length", "projection_block", "branch_scale"]
 
@@ -22,38 +19,9 @@ ATOL = 1e-9  # float64 throughout; any correct formula is within ~1e-14
 TIMEOUT = 20  # seconds a student's function may run (only enforced in the main thread, on Unix)
 
 
-@contextmanager
-def _time_limit(seconds, name):
-    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
-
-    def stop(signum, frame):
-        raise TimeoutError(f"{name} took more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
 def _call(fn, name, *args, hint=""):
-    """Call the student's function; turn any exception into an AssertionError that says so."""
-    if not callable(fn):
-        raise AssertionError(f"{name} should be a function, got {type(fn).__name__}")
-    try:
-        with _time_limit(TIMEOUT, name):
-            return fn(*args)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raises NotImplementedError)") from None
-    except TimeoutError:
-        raise AssertionError(f"{name} took more than {TIMEOUT} s: {hint or 'is it enumerating too much?'}") from None
-    except Exception as err:  # the student's code crashed: report it, do not crash the checker
-        raise AssertionError(f"{name} raised {type(err).__name__}: {err}. {hint}".rstrip()) from None
+    """:func:`gradflow.checks.call` with this chapter's time limit (read at call time)."""
+    return call(fn, name, *args, hint=hint, timeout=TIMEOUT)
 
 
 def _randn(gen, *shape):

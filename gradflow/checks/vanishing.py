@@ -10,6 +10,9 @@ import math
 import numpy as np
 import torch
 
+from ..nets import act_derivative
+from . import as_array, as_scalar, call
+
 __all__ = [
     "check_sigmoid_derivative",
     "check_chain_grad",
@@ -27,54 +30,11 @@ BEST_WIDTH = 0.447743  # the maximum width ("about 0.45")
 # ---------------------------------------------------------------- plumbing
 
 
-def _call(fn, *args, name):
-    """Call the student's function; turn any exception into an AssertionError that says what happened."""
-    if not callable(fn):
-        raise AssertionError(f"{name} should be a function, but it is {type(fn).__name__} ({fn!r:.60})")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise AssertionError(f"{name} is not implemented yet (it raises NotImplementedError)") from None
-    except Exception as e:  # noqa: BLE001 - a student's bug must become a readable message
-        raise AssertionError(f"{name} raised {type(e).__name__}: {e}") from None
-
-
-def _array(out, name):
-    """A float64 numpy array from a tensor, array, list or number; AssertionError if that is impossible."""
-    if out is None:
-        raise AssertionError(f"{name} returned None: did you forget the `return` statement?")
-    if isinstance(out, (str, bytes)):
-        raise AssertionError(f"{name} returned the text {out!r:.40}, not numbers")
-    try:
-        if isinstance(out, torch.Tensor):
-            out = out.detach().cpu().double().numpy()
-        arr = np.asarray(out, dtype=np.float64)
-    except Exception:  # noqa: BLE001
-        raise AssertionError(f"{name} returned {type(out).__name__} ({out!r:.60}), not numbers") from None
-    return arr
-
-
-def _scalar(out, name):
-    """One float from a number, a 0-d or one-element tensor/array."""
-    arr = _array(out, name)
-    if arr.size != 1:
-        raise AssertionError(f"{name} returned {arr.size} numbers (shape {arr.shape}); expected one number")
-    value = float(arr.reshape(()))
-    if not math.isfinite(value):
-        raise AssertionError(f"{name} returned {value}, not a finite number")
-    return value
-
-
 def _close(a, b, rel=1e-6, abs_=1e-12):
     return abs(a - b) <= abs_ + rel * abs(b)
 
 
 # ---------------------------------------------------------------- exercise 1: sigma'
-
-
-def _sigmoid_prime(z):
-    s = torch.sigmoid(z)
-    return s * (1 - s)
 
 
 def check_sigmoid_derivative(fn, hidden=False):
@@ -86,14 +46,14 @@ def check_sigmoid_derivative(fn, hidden=False):
             z = torch.linspace(-10, 10, shape[0], dtype=torch.float64)
         else:
             z = torch.linspace(-3, 3, max(1, math.prod(shape)), dtype=torch.float64).reshape(shape)
-        out = _array(_call(fn, z.clone(), name=name), name)
+        out = as_array(call(fn, name, z.clone()), name)
         if out.shape != tuple(z.shape):
             raise AssertionError(f"{name} returned shape {out.shape} for an input of shape {tuple(z.shape)}; "
                                  "it should act elementwise and keep the shape")
         if not np.all(np.isfinite(out)):
             bad = z.numpy()[~np.isfinite(out)].ravel()[0]
             raise AssertionError(f"{name} returned a non-finite value at z = {bad:g}")
-        ref = _sigmoid_prime(z).numpy()
+        ref = act_derivative("sigmoid", z).numpy()
         if np.allclose(out, ref, rtol=1e-6, atol=1e-9):
             continue
         zz, s = z.numpy(), torch.sigmoid(z).numpy()
@@ -117,7 +77,7 @@ def check_sigmoid_derivative(fn, hidden=False):
                              f"σ'(z) is {ref.ravel()[i]:.6g}")
     # the bound, numerically: on a fine grid the maximum is 1/4, reached at z = 0
     z = torch.linspace(-10, 10, 2001, dtype=torch.float64)
-    out = _array(_call(fn, z, name=name), name)
+    out = as_array(call(fn, name, z), name)
     i = int(np.argmax(out))
     assert abs(out[i] - 0.25) < 1e-12 and abs(z[i].item()) < 1e-12, (
         f"on a grid of z the maximum of your derivative is {out[i]:.6g} at z = {z[i].item():.3g}; "
@@ -166,7 +126,7 @@ def check_chain_grad(fn, hidden=False):
     """``fn(w, b, x)`` must return dC/db_1 of the scalar sigmoid chain (C = a_L), as autograd gives it."""
     name = "chain_grad_b1"
     for w, b, x in _chain_cases(hidden):
-        got = _scalar(_call(fn, w.clone(), b.clone(), x, name=name), name)
+        got = as_scalar(call(fn, name, w.clone(), b.clone(), x), name)
         ref = _chain_autograd(w, b, x)
         if _close(got, ref, rel=1e-6, abs_=1e-15):
             continue
@@ -202,7 +162,7 @@ def check_exploding_biases(fn, hidden=False):
                                                      ([100.0], 0.2)]
     for w_list, x in cases:
         w = torch.tensor(w_list, dtype=torch.float64)
-        b = _array(_call(fn, w.clone(), x, name=name), name).ravel()
+        b = as_array(call(fn, name, w.clone(), x), name).ravel()
         if b.shape != (len(w_list),):
             raise AssertionError(f"{name} returned {b.size} biases for a chain of {len(w_list)} layers")
         if not np.all(np.isfinite(b)):
@@ -223,7 +183,7 @@ def check_exploding_biases(fn, hidden=False):
 
 def check_nielsen_factor(value):
     """The size of one factor w σ'(z) for w = 100 and z = 0: 25."""
-    v = _scalar(value, "factor")
+    v = as_scalar(value, "factor")
     if _close(v, 25.0, rel=1e-9):
         return
     hints = {100.0: "that is w alone: multiply by σ'(0) = 1/4",
@@ -244,7 +204,7 @@ def check_he_std(fn, hidden=False):
     name = "he_std"
     fans = [64, 16, 100] if not hidden else [1, 3, 512, 1000]
     for n in fans:
-        got = _scalar(_call(fn, n, name=name), name)
+        got = as_scalar(call(fn, name, n), name)
         ref = math.sqrt(2 / n)
         if _close(got, ref, rel=1e-6):
             continue
@@ -264,7 +224,7 @@ def check_he_std(fn, hidden=False):
     # consequence: a 30-block ReLU net initialised with this std keeps its gradient within one order
     from ..vanishing import gradient_profile
 
-    measured, _ = gradient_profile("relu", _scalar(_call(fn, 64, name=name), name) * 8.0, depth=30)
+    measured, _ = gradient_profile("relu", as_scalar(call(fn, name, 64), name) * 8.0, depth=30)
     ratio = measured[0] / measured[-1]
     assert 0.1 < ratio < 10, (f"with std = he_std(64) a 30-block ReLU net's gradient changes by a factor {ratio:.3g} "
                               "from the top to the bottom; expected within one order of magnitude")
@@ -287,7 +247,7 @@ def check_window(fn, best_w, best_width, hidden=False):
     name = "window_width"
     ws = [2.0, 5.0, 6.9, 10.0] if not hidden else [3.9, 4.5, 8.0, 20.0, 100.0, -10.0, -6.0]
     for w in ws:
-        got = _scalar(_call(fn, w, name=name), name)
+        got = as_scalar(call(fn, name, w), name)
         ref = window_width_reference(w)
         if abs(got - ref) <= 2e-3 + 1e-3 * ref:
             continue
@@ -304,8 +264,8 @@ def check_window(fn, best_w, best_width, hidden=False):
             raise AssertionError(f"window_width({w:g}) = {got:.4g}; for negative w the window is the same as for "
                                  f"|w| (σ' is even), {ref:.4g}")
         raise AssertionError(f"window_width({w:g}) = {got:.4g}; expected {ref:.4g}")
-    bw = _scalar(best_w, "best_w")
-    bwidth = _scalar(best_width, "best_width")
+    bw = as_scalar(best_w, "best_w")
+    bwidth = as_scalar(best_width, "best_width")
     assert 6.7 <= abs(bw) <= 7.1, f"best_w = {bw:.4g}; the width is largest near |w| ≈ {BEST_W:.2f}"
     assert abs(bwidth - BEST_WIDTH) <= 3e-3, (f"best_width = {bwidth:.4g}; the largest width is "
                                               f"≈ {BEST_WIDTH:.3f}")
