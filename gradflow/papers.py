@@ -1,4 +1,4 @@
-"""Chapter 4's helpers: the papers' experiments at small scale.
+"""Chapter 5's helpers: the papers' experiments at small scale.
 
 - He et al. (2016b) shortcut and activation variants of a residual unit (:class:`Unit`, :func:`unit_net`);
 - Veit et al. (2016) gradient by path length (:func:`path_gradient_norms`) and lesions

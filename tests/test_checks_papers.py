@@ -1,4 +1,4 @@
-"""Chapter 4's checkers accept correct variants and reject common mistakes with a message that names them."""
+"""Chapter 5's checkers accept correct variants and reject common mistakes with a message that names them."""
 
 import math
 

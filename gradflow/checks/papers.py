@@ -1,4 +1,4 @@
-"""Checkers for chapter 4's exercises (the papers' results at small scale).
+"""Checkers for chapter 5's exercises (the papers' results at small scale).
 
 Each ``check_*`` takes the student's function (or numbers), calls it on cases with known answers and
 raises ``AssertionError`` with a message that names the mistake. A crash inside the student's code,
