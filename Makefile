@@ -32,19 +32,19 @@ lint: $(STAMP)
 
 ## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/
 release: $(STAMP)
-	$(PY) -m gradflow.assign release $(CHAPTER)
+	$(PY) -m coursetools.assign release $(CHAPTER)
 
 ## make grade CHAPTER=01_vanishing SUBMISSIONS=folder: grades.csv and feedback under dist/
 grade: $(STAMP)
-	$(PY) -m gradflow.assign grade $(CHAPTER) $(SUBMISSIONS)
+	$(PY) -m coursetools.assign grade $(CHAPTER) $(SUBMISSIONS)
 
 ## make bench: notebook times and memory, build time, page weight, against budgets
 bench: $(STAMP)
-	$(PY) -m gradflow.bench
+	$(PY) -m coursetools.bench
 
 ## make fork REPO=https://github.com/you/repo: point the launch buttons and Colab installs at a fork
 fork: $(STAMP)
-	$(PY) -m gradflow.repo $(REPO)
+	$(PY) -m coursetools.repo $(REPO)
 
 clean:
 	rm -rf _build dist

@@ -1,5 +1,5 @@
 # nbgrader 0.9.6 configuration of the course (read by every `nbgrader` command run from this folder).
-# Use it through `make release` and `make grade` (see book/instructors.md); they call gradflow.assign.
+# Use it through `make release` and `make grade` (see book/instructors.md); they call coursetools.assign.
 #
 # Layout: the course folder is the repository. One chapter folder under book/ is one assignment:
 #   book/<chapter>/*.ipynb                 the instructor's notebooks (solutions, hidden tests)
@@ -33,7 +33,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # (its subclass of nbconvert's ExecutePreprocessor).
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
-# Long printouts are cut (in lines; gradflow.assign also cuts very long single lines).
+# Long printouts are cut (in lines; coursetools.assign also cuts very long single lines).
 c.LimitOutput.max_lines = 1000
 c.LimitOutput.max_traceback = 100
 # A test cell the student deleted (or renamed) is put back from the gradebook and run.

@@ -1,4 +1,4 @@
-"""Releasing and grading with nbgrader (gradflow.assign and nbgrader_config.py).
+"""Releasing and grading with nbgrader (coursetools.assign and nbgrader_config.py).
 
 A small fixture assignment (built here, in a temporary course folder) always runs: its release is
 checked cell by cell, and a folder of good, blank, broken and hostile submissions is graded. Then every
@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from gradflow import assign
+from coursetools import assign
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}

@@ -1,4 +1,4 @@
-"""The benchmark (gradflow.bench): page weights on a fake site, budgets, the report, and a smoke run.
+"""The benchmark (coursetools.bench): page weights on a fake site, budgets, the report, and a smoke run.
 
 Nothing here is timed: the smoke run only checks that the benchmark runs and writes every field.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gradflow import bench
+from coursetools import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,7 +239,7 @@ def test_smoke_run_writes_every_field(tmp_path, site):
     page_before = (ROOT / "book" / "benchmark.md").read_text()
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "gradflow.bench", "--smoke", "--notebooks", str(folder / "tiny.ipynb"),
+        [sys.executable, "-m", "coursetools.bench", "--smoke", "--notebooks", str(folder / "tiny.ipynb"),
          "--out", str(out), "--site", str(site)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )

@@ -10,7 +10,7 @@ from conftest import SITE
 PAGES = sorted(p.relative_to(SITE).as_posix() for p in SITE.glob("book/**/*.html")) if SITE.exists() else []
 
 # Known, harmless console messages that cannot be fixed in configuration. Empty on purpose:
-# "THEBE_JS_URL already declared" is fixed by gradflow.sphinxext, "Got invalid theme mode"
+# "THEBE_JS_URL already declared" is fixed by coursetools.sphinxext, "Got invalid theme mode"
 # by html_context.default_mode, and widget JS from a CDN by nb_ipywidgets_js = {}.
 ALLOWED_CONSOLE_ERRORS = ()
 
@@ -61,7 +61,7 @@ def test_intro_and_notation_navigation_and_math(offline_page, base_url, tmp_path
 
 
 def test_pages_do_not_load_fontawesome_js(site_dir):
-    """gradflow/templates drops the theme's 1.5 MB fontawesome.js; icons come from its CSS."""
+    """coursetools/templates drops the theme's 1.5 MB fontawesome.js; icons come from its CSS."""
     for path in PAGES:
         assert not re.search(r'src="[^"]*fontawesome\.js', (site_dir / path).read_text()), path
 
@@ -132,7 +132,7 @@ def test_display_equations_fit_the_column_at_1200px(offline_page, base_url, path
 
 def test_every_page_is_within_the_3_mb_budget(site_dir, browser):
     """What Chromium fetches for each page (empty cache, scrolled to the end) stays under 3 MB."""
-    from gradflow.bench import BUDGETS, browser_weights
+    from coursetools.bench import BUDGETS, browser_weights
 
     loaded = browser_weights(site_dir, PAGES, browser=browser)
     heavy = {p: round(n / 1e6, 2) for p, n in loaded.items() if n > BUDGETS["page_bytes"]}

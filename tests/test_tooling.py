@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sphinx.builders.html._assets import _JavaScript
 
-from gradflow import repo, sphinxext
+from coursetools import repo, sphinxext
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """What learners and maintainers wait for: notebook run time and memory, site build time, page weight.
 
-Run ``python -m gradflow.bench`` (``make bench``) from the repository root. For every notebook
+Run ``python -m coursetools.bench`` (``make bench``) from the repository root. For every notebook
 under ``book/`` it starts a fresh ``python3`` kernel (cwd = the notebook's folder), runs every
 cell, and records the wall time (kernel start to last cell) and the kernel's peak resident
 memory: ``VmHWM`` of the kernel process (exact) or, if larger, the peak of the RSS summed over
@@ -49,7 +49,7 @@ BUDGETS = {
 FLOOR_SOURCE = "import torch, numpy, matplotlib, gradflow"
 KERNEL = "python3"
 SAMPLE_EVERY = 0.05  # seconds between RSS samples of the kernel's process tree
-PAGE_BEGIN = "% BEGIN bench table: written by `python -m gradflow.bench`; do not edit by hand."
+PAGE_BEGIN = "% BEGIN bench table: written by `python -m coursetools.bench`; do not edit by hand."
 PAGE_END = "% END bench table"
 VERSIONED = ["torch", "numpy", "matplotlib", "jupyter-book", "myst-nb", "nbclient", "ipykernel", "sphinx-book-theme"]
 
@@ -695,14 +695,14 @@ def _default_root():
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m gradflow.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m coursetools.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="one run each, no site build, budgets not enforced")
     p.add_argument("--runs", type=int, default=3, help="runs per notebook (median reported); default 3")
     p.add_argument("--notebooks", nargs="*", type=Path, help="these notebooks instead of every one under book/")
     p.add_argument("--no-build", action="store_true", help="skip the site build (weigh pages of --site)")
     p.add_argument("--site", type=Path, help="weigh the pages of this built html folder (default: the build's,"
                    " or _build/html when not building)")
-    p.add_argument("--root", type=Path, default=None, help="repository root (default: here, or gradflow's parent)")
+    p.add_argument("--root", type=Path, default=None, help="repository root (default: here, or coursetools' parent)")
     p.add_argument("--out", type=Path, default=None, help="where bench.json and bench.md go (default _build)")
     p.add_argument("--no-page", action="store_true", help="do not rewrite the table in book/benchmark.md")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell before a notebook fails")

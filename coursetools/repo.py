@@ -1,4 +1,4 @@
-"""Point the book at a fork: ``python -m gradflow.repo https://github.com/<you>/<repo>``.
+"""Point the book at a fork: ``python -m coursetools.repo https://github.com/<you>/<repo>``.
 
 The repository URL lives in ``_config.yml`` (``repository.url``: the launch buttons read it).
 Each chapter's Colab guard installs ``gradflow`` from the same URL; this command rewrites the

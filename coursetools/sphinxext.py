@@ -5,7 +5,7 @@ scripts twice on every page. Loading the same ``const THEBE_JS_URL = ...`` twice
 ``SyntaxError`` in the browser ("Identifier 'THEBE_JS_URL' has already been declared").
 This extension drops exact duplicates from each page's script list, keeping the first.
 
-It also puts ``gradflow/templates`` first on the template path, where an override of the
+It also puts ``coursetools/templates`` first on the template path, where an override of the
 theme's asset macros leaves out ``fontawesome.js`` (1.5 MB, only needed for custom icons).
 """
 

@@ -1,8 +1,8 @@
 """Release and grade the chapters' exercises with nbgrader: the glue behind `make release` and `make grade`.
 
-    python -m gradflow.assign release [CHAPTER]
-    python -m gradflow.assign grade CHAPTER SUBMISSIONS_DIR
-    python -m gradflow.assign stats      (points and estimated time per chapter)
+    python -m coursetools.assign release [CHAPTER]
+    python -m coursetools.assign grade CHAPTER SUBMISSIONS_DIR
+    python -m coursetools.assign stats      (points and estimated time per chapter)
 
 nbgrader (configured by ``nbgrader_config.py``) does the work: ``generate_assignment`` strips the
 solutions and hidden tests, ``autograde`` runs the submissions, ``generate_feedback`` writes the HTML.
@@ -668,7 +668,7 @@ def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=STU
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m gradflow.assign", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m coursetools.assign", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="the course folder (holds nbgrader_config.py); default: .")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("release", help="make the student release of one chapter (default: all)")
