@@ -12,6 +12,7 @@ import torch
 
 from ..nets import act_derivative
 from . import as_array, as_scalar, call
+from .exercise import Exercise, register, value
 
 __all__ = [
     "check_sigmoid_derivative",
@@ -37,25 +38,32 @@ def _close(a, b, rel=1e-6, abs_=1e-12):
 # ---------------------------------------------------------------- exercise 1: sigma'
 
 
-def check_sigmoid_derivative(fn, hidden=False):
-    """``fn(z)`` must return sigma'(z) = sigma(z)(1 - sigma(z)) elementwise, same shape, peak 1/4 at 0."""
+def _sigmoid_derivative_cases(seed):
+    """A fine grid for the bound, a grid with 0 in it, and random shapes (a 0-d tensor too)."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (2, 3, 5), ()]
+    cases = [{"z": np.linspace(-10, 10, 2001).tolist(), "bound": True}]
+    cases += [{"z": np.linspace(-3, 3, 201).tolist()}]
+    cases += [{"z": rng.uniform(-8, 8, size=shape).tolist()} for shape in shapes]
+    return cases
+
+
+def _sigmoid_derivative_probe(fn, case):
+    return fn(torch.tensor(case["z"], dtype=torch.float64))
+
+
+def _sigmoid_derivative_judge(case, out):
     name = "sigmoid_derivative"
-    shapes = [(201,), (3, 4)] if not hidden else [(4001,), (2, 3, 5), ()]
-    for shape in shapes:
-        if shape == (201,) or shape == (4001,):
-            z = torch.linspace(-10, 10, shape[0], dtype=torch.float64)
-        else:
-            z = torch.linspace(-3, 3, max(1, math.prod(shape)), dtype=torch.float64).reshape(shape)
-        out = as_array(call(fn, name, z.clone()), name)
-        if out.shape != tuple(z.shape):
-            raise AssertionError(f"{name} returned shape {out.shape} for an input of shape {tuple(z.shape)}; "
-                                 "it should act elementwise and keep the shape")
-        if not np.all(np.isfinite(out)):
-            bad = z.numpy()[~np.isfinite(out)].ravel()[0]
-            raise AssertionError(f"{name} returned a non-finite value at z = {bad:g}")
-        ref = act_derivative("sigmoid", z).numpy()
-        if np.allclose(out, ref, rtol=1e-6, atol=1e-9):
-            continue
+    z = torch.tensor(case["z"], dtype=torch.float64)
+    out = as_array(value(out, name), name)
+    if out.shape != tuple(z.shape):
+        raise AssertionError(f"{name} returned shape {out.shape} for an input of shape {tuple(z.shape)}; "
+                             "it should act elementwise and keep the shape")
+    if not np.all(np.isfinite(out)):
+        bad = z.numpy()[~np.isfinite(out)].ravel()[0]
+        raise AssertionError(f"{name} returned a non-finite value at z = {bad:g}")
+    ref = act_derivative("sigmoid", z).numpy()
+    if not np.allclose(out, ref, rtol=1e-6, atol=1e-9):
         zz, s = z.numpy(), torch.sigmoid(z).numpy()
         guesses = [
             (s, "you returned σ(z) itself, not its derivative σ(z)(1 − σ(z))"),
@@ -75,13 +83,21 @@ def check_sigmoid_derivative(fn, hidden=False):
         i = int(np.argmax(np.abs(out - ref).ravel()))
         raise AssertionError(f"at z = {zz.ravel()[i]:.6g} your derivative is {out.ravel()[i]:.6g}; "
                              f"σ'(z) is {ref.ravel()[i]:.6g}")
-    # the bound, numerically: on a fine grid the maximum is 1/4, reached at z = 0
-    z = torch.linspace(-10, 10, 2001, dtype=torch.float64)
-    out = as_array(call(fn, name, z), name)
-    i = int(np.argmax(out))
-    assert abs(out[i] - 0.25) < 1e-12 and abs(z[i].item()) < 1e-12, (
-        f"on a grid of z the maximum of your derivative is {out[i]:.6g} at z = {z[i].item():.3g}; "
-        "it should be 0.25 at z = 0")
+    if case.get("bound"):  # the bound, numerically: on a fine grid the maximum is 1/4, reached at z = 0
+        i = int(np.argmax(out))
+        assert abs(out[i] - 0.25) < 1e-12 and abs(z[i].item()) < 1e-12, (
+            f"on a grid of z the maximum of your derivative is {out[i]:.6g} at z = {z[i].item():.3g}; "
+            "it should be 0.25 at z = 0")
+
+
+SIGMOID_DERIVATIVE = Exercise("sigmoid_derivative", ["sigmoid_derivative"], _sigmoid_derivative_cases,
+                              _sigmoid_derivative_probe, _sigmoid_derivative_judge)
+register("ch1-ex1-tests", SIGMOID_DERIVATIVE)
+
+
+def check_sigmoid_derivative(fn, hidden=False):
+    """``fn(z)`` must return sigma'(z) = sigma(z)(1 - sigma(z)) elementwise, same shape, peak 1/4 at 0."""
+    SIGMOID_DERIVATIVE.check(fn, hidden=hidden)
 
 
 # ---------------------------------------------------------------- exercise 2: the scalar chain
@@ -181,9 +197,8 @@ def check_exploding_biases(fn, hidden=False):
                              f"(z_j = w_j a_(j−1) + b_j, with a_0 = x and a_j = σ(z_j))")
 
 
-def check_nielsen_factor(value):
-    """The size of one factor w σ'(z) for w = 100 and z = 0: 25."""
-    v = as_scalar(value, "factor")
+def _nielsen_factor_judge(case, out):
+    v = as_scalar(value(out, "factor"), "factor")
     if _close(v, 25.0, rel=1e-9):
         return
     hints = {100.0: "that is w alone: multiply by σ'(0) = 1/4",
@@ -194,6 +209,16 @@ def check_nielsen_factor(value):
         if _close(v, wrong, rel=1e-9):
             raise AssertionError(f"factor = {v:g}: {hint}")
     raise AssertionError(f"factor = {v:g}; one factor is w σ'(z_j) with w = 100 and σ'(0) = 1/4")
+
+
+# a value, not a function: one case, and the probe hands the value back as it is
+NIELSEN_FACTOR = Exercise("factor", ["factor"], lambda seed: [None], lambda factor, case: factor,
+                          _nielsen_factor_judge, functions=())
+
+
+def check_nielsen_factor(factor):
+    """The size of one factor w σ'(z) for w = 100 and z = 0: 25."""
+    NIELSEN_FACTOR.check(factor)
 
 
 # ---------------------------------------------------------------- exercise 4: He initialisation
