@@ -42,9 +42,9 @@ grade: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m coursetools.bench
 
-## make fork REPO=https://github.com/you/repo: point the launch buttons and Colab installs at a fork
+## make fork REPO=https://github.com/you/repo [REF=branch-or-tag]: point the launch buttons and Colab installs at a fork
 fork: $(STAMP)
-	$(PY) -m coursetools.repo $(REPO)
+	$(PY) -m coursetools.repo $(REPO) $(if $(REF),--ref $(REF))
 
 clean:
 	rm -rf _build dist

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coursetools import repo
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -62,9 +64,10 @@ def test_colab_guard_points_at_the_repository(path):
     nb = json.loads(path.read_text())
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     guard = code[0]
-    url = CONFIG["repository"]["url"]
+    url, ref = CONFIG["repository"]["url"], CONFIG["repository"]["branch"]
     assert guard.startswith("try:\n    import gradflow\nexcept ImportError:"), "first code cell: the Colab guard"
-    assert f'"gradflow @ git+{url}"' in guard, f"the Colab guard must install from {url}"
+    # the same repository and branch as the launch buttons (coursetools.repo; make fork sets both)
+    assert (guard + "\n").startswith(repo.guard(url, ref)), f"the Colab guard must install gradflow from {url} at {ref}"
 
 
 def test_single_source_of_the_repository_url():
