@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: book test lint release grade bench fork clean
+.PHONY: book test lint release grade bench fork portable seeds clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,24 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "Site built: $(CURDIR)/_build/html/index.html"
 
-## make test: ruff, then build the site, then the whole test suite
+## make test: ruff, then build the site, then the whole test suite, then every notebook again
+## on MKL's and ATen's most basic code paths (MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory book
 	$(BIN)/pytest --nbval tests book
+	$(PY) -m coursetools.matrix cheap
+
+MATRIX_ARGS = $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS)) $(NOTEBOOKS)
+
+## make portable [NOTEBOOKS="book/02_residual/*.ipynb"] [ONLY=avx2,one-thread] [JOBS=2]: every notebook
+## under nbval natively, with MKL_CBWR=COMPATIBLE|AVX2|AVX512, ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1
+portable: $(STAMP)
+	$(PY) -m coursetools.matrix portable $(MATRIX_ARGS)
+
+## make seeds [NOTEBOOKS=...] [ONLY=seed-3] [JOBS=2]: every notebook under nbval with GRADFLOW_SEED=0..4
+seeds: $(STAMP)
+	$(PY) -m coursetools.matrix seeds $(MATRIX_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
