@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
-.PHONY: help book test lint release grade bench fork clean clean-grades clean-venv
+.PHONY: help book test lint release grade bench fork portable seeds clean clean-grades clean-venv
 
 # PYTHON= chooses the Python that creates .venv. Once .venv exists it is reused, so a different
 # PYTHON= would be ignored without a word: stop and say so instead (clean and help still run).
@@ -40,18 +40,31 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## make help: list the commands
 help:
-	@sed -n 's/^## make /  make /p' $(MAKEFILE_LIST)
+	@sed -n -e 's/^## make /  make /p' -e 's/^## /      /p' $(MAKEFILE_LIST)
 
 ## make book: execute every chapter and build the site (warnings are errors)
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo "Site built: $(CURDIR)/_build/html/index.html"
 
-## make test: ruff, then build the site, then the whole test suite
+## make test: ruff, then build the site, then the whole test suite, then every notebook again
+## on MKL's and ATen's most basic code paths (MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory book
 	$(BIN)/pytest --nbval tests book
+	$(PY) -m coursetools.matrix cheap
+
+MATRIX_ARGS = $(if $(ONLY),--only $(ONLY)) $(if $(JOBS),--jobs $(JOBS)) $(NOTEBOOKS)
+
+## make portable [NOTEBOOKS="book/02_residual/*.ipynb"] [ONLY=avx2,one-thread] [JOBS=2]: every notebook
+## under nbval natively, with MKL_CBWR=COMPATIBLE|AVX2|AVX512, ATEN_CPU_CAPABILITY=default, OMP_NUM_THREADS=1
+portable: $(STAMP)
+	$(PY) -m coursetools.matrix portable $(MATRIX_ARGS)
+
+## make seeds [NOTEBOOKS=...] [ONLY=seed-3] [JOBS=2]: every notebook under nbval with GRADFLOW_SEED=0..4
+seeds: $(STAMP)
+	$(PY) -m coursetools.matrix seeds $(MATRIX_ARGS)
 
 ## make lint: ruff check .
 lint: $(STAMP)
