@@ -40,9 +40,10 @@ def _digits(seed):
 def digits_run(depth, residual, norm="batch", branch_scale=1.0, width=32, steps=300, lr=0.05, seed=0):
     """Train a He-initialised digits MLP with SGD; return a :data:`Run` (cached; tuples, not tensors).
 
-    ``grad_norms`` are the per-layer ``||dL/dW||`` at initialisation (:func:`~gradflow.nets.weight_grad_norms`).
+    ``seed`` draws the train/test split, the weights and the minibatches. ``grad_norms`` are the
+    per-layer ``||dL/dW||`` at initialisation (:func:`~gradflow.nets.weight_grad_norms`).
     """
-    X, y, X_test, y_test = _digits(0)
+    X, y, X_test, y_test = _digits(seed)
     net = mlp(depth, width=width, norm=norm, residual=residual, branch_scale=branch_scale, init="he", seed=seed)
     grad_norms = tuple(weight_grad_norms(net, X, y).tolist())
     losses = tuple(train(net, X, y, steps=steps, lr=lr, batch_size=64, seed=seed))
