@@ -180,21 +180,33 @@ def linear_layers(net):
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
+def _norm64(t):
+    """Euclidean norm of ``t`` summed in float64: the squares of float32 entries near 1e-23 underflow to 0."""
+    return torch.linalg.vector_norm(t.detach().to(torch.float64)).item()
+
+
 def weight_grad_norms(net, X, y):
-    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy."""
+    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy.
+
+    The gradient is computed in the net's own precision; its norm is reduced in float64, so a norm
+    reads 0 only if every entry is 0.
+    """
     net.zero_grad(set_to_none=True)
     F_.cross_entropy(net(X), y).backward()
-    norms = [layer.weight.grad.norm().item() for layer in linear_layers(net)]
+    norms = [_norm64(layer.weight.grad) for layer in linear_layers(net)]
     net.zero_grad(set_to_none=True)
     return torch.tensor(norms, dtype=torch.float64)
 
 
 def hidden_grad_norms(net, X, y):
-    """Norm of ``dL/dh_l`` for each hidden state ``h_0 .. h_depth`` of an :class:`MLP`."""
+    """Norm of ``dL/dh_l`` for each hidden state ``h_0 .. h_depth`` of an :class:`MLP`.
+
+    Gradients in the net's precision, norms reduced in float64 (see :func:`weight_grad_norms`).
+    """
     hs = net.hidden(X)
     logits = net.head(net.head_act(net.head_norm(hs[-1])))
     grads = torch.autograd.grad(F_.cross_entropy(logits, y), hs)
-    return torch.tensor([g.norm().item() for g in grads], dtype=torch.float64)
+    return torch.tensor([_norm64(g) for g in grads], dtype=torch.float64)
 
 
 def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0):
