@@ -1,12 +1,12 @@
 """Chapter 2 helpers: the experiments behind the residual block, as small seeded functions.
 
+(The exact gradient of a stack and its paths are chapter 3's: :mod:`gradflow.flow`.)
+
 The networks are :func:`gradflow.nets.mlp` MLPs (pre-activation blocks ``h' = h + a F(h)``,
 ``F(h) = W act(norm(h)) + b``). Training runs are cached with :func:`functools.lru_cache`, so a
 figure and an explorer that ask for the same run train it once.
 """
 
-import itertools
-import math
 from collections import namedtuple
 from functools import cache, lru_cache
 
@@ -23,9 +23,6 @@ __all__ = [
     "identity_fit",
     "second_moments",
     "variance_theory",
-    "subsets",
-    "path_counts",
-    "path_product",
 ]
 
 Run = namedtuple("Run", "losses grad_norms train_acc test_acc")
@@ -94,21 +91,3 @@ def variance_theory(depth, branch_scale=1.0, q0=1.0, norm=None):
     for _ in range(depth):
         q.append(q[-1] + branch_scale**2 if norm == "batch" else q[-1] * (1 + branch_scale**2))
     return torch.tensor(q, dtype=torch.float64)
-
-
-def subsets(n):
-    """All subsets of ``range(n)`` as sorted tuples: the ``2^n`` paths through ``n`` residual blocks."""
-    return [tuple(i for i in range(n) if keep[i]) for keep in itertools.product((False, True), repeat=n)]
-
-
-def path_counts(n):
-    """Number of paths through ``n`` blocks that pass through ``k`` branches, ``k = 0..n``: ``C(n, k)``."""
-    return [math.comb(n, k) for k in range(n + 1)]
-
-
-def path_product(jacobians, path):
-    """Product ``J_{i_m} ... J_{i_1}`` of the branch Jacobians on ``path`` (identity for the empty path)."""
-    out = torch.eye(jacobians[0].shape[0], dtype=jacobians[0].dtype)
-    for i in path:
-        out = jacobians[i] @ out
-    return out
