@@ -84,7 +84,8 @@ def test_residual_block_rejects():
             "F(x) alone", "add the input")
     rejects(check.residual_block, lambda x, W1, b1, W2, b2: torch.relu(x + torch.relu(x @ W1.T + b1) @ W2.T + b2),
             "relu after the addition")
-    rejects(check.residual_block, lambda x, W1, b1, W2, b2: x + torch.relu(x @ W1 + b1) @ W2 + b2, "raised RuntimeError")
+    rejects(check.residual_block, lambda x, W1, b1, W2, b2: x + torch.relu(x @ W1 + b1) @ W2 + b2,
+            "raised RuntimeError")
     rejects(check.residual_block, lambda x, W1, b1, W2, b2: x + torch.relu(x @ W1.T + b1) @ W2.T, "b2")
     rejects(check.residual_block, lambda x, W1, b1, W2, b2: x + (x @ W1.T + b1) @ W2.T + b2, "relu", "missing")
     rejects(check.residual_block, lambda x, W1, b1, W2, b2: 2 * x + torch.relu(x @ W1.T + b1) @ W2.T + b2, "twice")
