@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.installed
 .DEFAULT_GOAL := help
 
-.PHONY: help book test lint release grade bench fork portable seeds clean clean-grades clean-venv
+.PHONY: help book test lint release grade bench fork portable seeds student-repo clean clean-grades clean-venv
 
 # PYTHON= chooses the Python that creates .venv. Once .venv exists it is reused, so a different
 # PYTHON= would be ignored without a word: stop and say so instead (clean and help still run).
@@ -89,6 +89,12 @@ fork: $(STAMP)
 # Regenerable outputs under dist/. Instructor grading state (dist/grading/: gradebook, adjustments,
 # results; and the gradebook, grades and feedback of older releases) is never in this list.
 REGENERABLE := dist/release dist/logs dist/student-repo dist/source_with_tests dist/solution
+
+## make student-repo [CHAPTER=01_vanishing] [OUT=dist/student-repo] [URL=https://github.com/you/course-release REF=main]:
+## the student release as a self-contained repository for Binder, a JupyterHub or an LMS (book/instructors.md)
+student-repo: $(STAMP)
+	$(PY) -m coursetools.studentrepo $(or $(OUT),dist/student-repo) $(if $(CHAPTER),--chapter $(CHAPTER)) \
+	  $(if $(URL),--url $(URL)) $(if $(REF),--ref $(REF))
 
 ## make clean: remove the built site and what `make release` regenerates (never grades: see clean-grades)
 clean:

@@ -274,3 +274,19 @@ def test_workflow_caches_pip_and_cancels_superseded_runs():
             if "setup-python" in step.get("uses", ""):
                 assert step["with"].get("cache") == "pip", f"job {name}: setup-python without the pip cache"
                 assert "requirements.txt" in step["with"].get("cache-dependency-path", "")
+
+
+# ---------------------------------------------------------------- citation and licence
+
+
+def test_citation_and_licence_name_the_course_its_authors_and_its_repository():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    licence = (ROOT / "LICENSE").read_text()
+    assert cff["cff-version"] == "1.2.0" and cff["title"] == config["title"]
+    assert cff["authors"] == [{"name": config["author"]}]
+    assert sorted(cff["license"]) == ["CC-BY-4.0", "MIT"]
+    # the original's URL: a fork (make fork) changes _config.yml, but cites and credits the original
+    url = cff["repository-code"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url)
+    assert f'"{config["title"]}"' in licence and config["author"] in licence and url in licence
