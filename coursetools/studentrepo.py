@@ -99,6 +99,22 @@ def _student_notebook(path, docname, book, url, ref):
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+def for_students(nb, path, root=ROOT):
+    """A release transform: ``python -m coursetools.assign release --transform coursetools.studentrepo:for_students``.
+
+    Turns the MyST of released notebook ``nb`` (a dict; ``path`` is ``dist/release/<chapter>/<name>.ipynb``)
+    into plain markdown and pins its Colab guard to the commit checked out in ``root`` (the branch of
+    ``_config.yml`` outside a git work tree). Changes the text of cells only; returns ``nb``.
+    """
+    path = Path(path)
+    docname = f"book/{path.parent.name}/{path.stem}"
+    unknown = mystplain.plain_notebook(nb, docname, mystplain.Book.load(root))
+    if unknown:
+        print(f"warning: {docname}: the book does not know {', '.join(unknown)}", file=sys.stderr)
+    repo.pin_notebook(nb, repo.current_url(root), repo.head_commit(root) or repo.current_ref(root))
+    return nb
+
+
 def _pyproject(root):
     project = tomllib.loads((Path(root) / "pyproject.toml").read_text())["project"]
     deps = ", ".join(json.dumps(d) for d in project["dependencies"])

@@ -27,8 +27,6 @@ REF = repo.head_commit(ROOT) or "main"
 PENDING = {
     "01_vanishing/vanishing.ipynb, cell ch1-060: NameError": "issue 17 item 9: preset factor = None (chapter 1)",
     "01_vanishing/vanishing.ipynb, cell ch1-066: NameError": "issue 17 item 9: preset best_w = None (chapter 1)",
-    "03_gradient_flow/gradient_flow.ipynb, cell b13a5c80: AssertionError":
-        "chapter 3 asserts a zero norm, which float64 norms (issue 12) made 1e-32: fixed on the ch23 branch",
 }
 
 
@@ -135,3 +133,14 @@ def test_it_installs_in_a_fresh_venv_and_its_notebooks_run_top_to_bottom(student
         pytest.xfail("only known problems, fixed by their owners' pending work:\n" + "\n".join(
             f"{p}  [{PENDING[next(k for k in PENDING if p.startswith(k))]}]" for p in problems))
     assert not problems, "\n".join(problems)
+
+
+def test_the_release_transform_makes_a_released_notebook_plain_and_pinned(tmp_path):
+    src = ROOT / "book" / "02_residual" / "residual.ipynb"
+    nb = json.loads(src.read_text())
+    before = [(c.get("id"), c["cell_type"], c.get("metadata")) for c in nb["cells"]]
+    out = studentrepo.for_students(nb, tmp_path / "dist" / "release" / "02_residual" / "residual.ipynb", root=ROOT)
+    assert out is nb and [(c.get("id"), c["cell_type"], c.get("metadata")) for c in nb["cells"]] == before
+    assert repo.read_guard(nb) == (repo.current_url(ROOT), REF)
+    markdown = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    assert not [x for text in markdown for x in mystplain.find_myst(text)]
