@@ -74,11 +74,13 @@ lint: $(STAMP)
 release: $(STAMP)
 	$(PY) -m coursetools.assign release $(CHAPTER)
 
-## make grade CHAPTER=01_vanishing SUBMISSIONS=folder: grades.csv and feedback under dist/
+## make grade CHAPTER=01_vanishing SUBMISSIONS=folder [JOBS=n] [ROSTER=file] [UNSAFE_NO_SANDBOX=1]: each notebook
+## in a bubblewrap sandbox, JOBS at a time (default: the cores); grades.csv and feedback under dist/grading/
 grade: $(STAMP)
-	$(PY) -m coursetools.assign grade $(CHAPTER) $(SUBMISSIONS)
+	$(PY) -m coursetools.assign grade $(CHAPTER) $(SUBMISSIONS) $(if $(JOBS),--jobs $(JOBS)) \
+	  $(if $(ROSTER),--roster $(ROSTER)) $(if $(filter 1 yes true,$(UNSAFE_NO_SANDBOX)),--unsafe-no-sandbox)
 
-## make bench: notebook times and memory, build time, page weight, against budgets
+## make bench: notebook times and memory, build time, page weight, grading throughput, against budgets
 bench: $(STAMP)
 	$(PY) -m coursetools.bench
 

@@ -25,8 +25,6 @@ REF = repo.head_commit(ROOT) or "main"
 
 # Problems this test found that their owners are fixing (remove an entry when its fix has landed).
 PENDING = {
-    "03_gradient_flow/gradient_flow.ipynb, cell b13a5c80: AssertionError":
-        "chapter 3 asserts a zero norm, which float64 norms (issue 12) made 1e-32: fixed on the ch23 branch",
 }
 
 
