@@ -70,9 +70,9 @@ seeds: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/
+## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/ (plain markdown, pinned gradflow)
 release: $(STAMP)
-	$(PY) -m coursetools.assign release $(CHAPTER)
+	$(PY) -m coursetools.assign release $(CHAPTER) --transform coursetools.studentrepo:for_students
 
 ## make grade CHAPTER=01_vanishing SUBMISSIONS=folder [JOBS=n] [ROSTER=file] [UNSAFE_NO_SANDBOX=1]: each notebook
 ## in a bubblewrap sandbox, JOBS at a time (default: the cores); grades.csv and feedback under dist/grading/
