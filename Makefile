@@ -102,12 +102,14 @@ student-repo: $(STAMP)
 clean:
 	rm -rf _build $(REGENERABLE)
 
-## make clean-grades CONFIRM=yes: delete every grade, gradebook and feedback under dist/ (cannot be undone)
+## make clean-grades CONFIRM=yes: delete all grading state under dist/, its secret too (cannot be undone)
 clean-grades:
 	@if [ "$(CONFIRM)" != yes ]; then \
-	  echo "make clean-grades deletes all grading state under dist/ (gradebook, grades, feedback)."; \
+	  echo "make clean-grades deletes all grading state under dist/ (results, adjustments, grades,"; \
+	  echo "feedback, the grading secret, nbgrader's database)."; \
 	  echo "Nothing deleted. To delete it: make clean-grades CONFIRM=yes"; exit 2; fi
-	rm -rf dist/grading dist/gradebook.db dist/grades.csv dist/grades dist/submitted dist/autograded dist/feedback
+	rm -rf dist/grading dist/nbgrader.db dist/gradebook.db dist/grades.csv dist/grades dist/submitted \
+	  dist/autograded dist/feedback
 
 ## make clean-venv: remove .venv (the next command makes it again, with PYTHON=... if given)
 clean-venv:
