@@ -134,7 +134,9 @@ def available():
             if proc.returncode != 0:
                 reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 answer = (False, f"bubblewrap is installed but cannot make a sandbox here: {reason[0][:200]} "
-                                 "(unprivileged user namespaces may be switched off)")
+                                 "(unprivileged user namespaces may be switched off: on Ubuntu 23.10 and later, "
+                                 "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor "
+                                 "profile for bwrap; in Docker, a container that allows them)")
         except (OSError, subprocess.TimeoutExpired) as err:
             answer = (False, f"bubblewrap did not run: {err}")
     _AVAILABLE["answer"] = answer
