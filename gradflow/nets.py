@@ -180,11 +180,15 @@ def linear_layers(net):
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
-def weight_grad_norms(net, X, y):
-    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy."""
+def weight_grad_norms(net, X, y, layers=None):
+    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy.
+
+    ``layers``: the layers to report, in order (default: ``linear_layers(net)``; convolutions work too).
+    """
+    layers = linear_layers(net) if layers is None else layers
     net.zero_grad(set_to_none=True)
     F_.cross_entropy(net(X), y).backward()
-    norms = [layer.weight.grad.norm().item() for layer in linear_layers(net)]
+    norms = [layer.weight.grad.norm().item() for layer in layers]
     net.zero_grad(set_to_none=True)
     return torch.tensor(norms, dtype=torch.float64)
 
