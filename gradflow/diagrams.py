@@ -33,7 +33,7 @@ COLORS = {  # fill, edge: light tints of the Okabe-Ito palette
     "data": ("#ffffff", "#666666"),
     "stage": ("#e8e8e8", "#666666"),
 }
-FONT = 10
+FONT = 10.5
 
 
 def _canvas(ax, width, height):
@@ -135,15 +135,15 @@ def placements(ax=None, layer="weight"):
 
     ``layer`` names the weight layers ("weight" as in the paper, or "conv").
     """
-    W, row = 4.8, 0.98
+    W, row = 4.8, 1.0
     H = row * len(PLACEMENTS) + 0.05
     ax = _canvas(ax, W, H)
-    x0, step, bw, bh = 0.32, 0.57, 0.5, 0.34
+    x0, step, bw, bh = 0.28, 0.55, 0.53, 0.36
     for i, (title, units) in enumerate(PLACEMENTS):
         y = H - row * (i + 1) + 0.3
         ax.text(0.02, y + 0.5, title, ha="left", va="center", fontsize=FONT, color=INK,
                 bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})
-        _label(ax, x0 - 0.12, y, "$x_l$", fontsize=FONT - 1)
+        _label(ax, x0 - 0.12, y, "$x_l$")
         xs = [x0 + 0.45 + step * k for k in range(len(units))]
         plus = xs[units.index("+")]
         # main path, then the identity arc from the input to the addition
@@ -154,9 +154,9 @@ def placements(ax=None, layer="weight"):
             if unit == "+":
                 _add(ax, x, y, r=0.12)
             else:
-                _box(ax, x, y, bw, bh, layer if unit == "weight" else unit, unit, fontsize=FONT - 1.5)
-        _arrow(ax, [(xs[-1] + (0.12 if units[-1] == "+" else bw / 2), y), (xs[-1] + 0.42, y)])
-        _label(ax, xs[-1] + 0.62, y, "$x_{l+1}$", fontsize=FONT - 1)
+                _box(ax, x, y, bw, bh, layer if unit == "weight" else unit, unit, fontsize=FONT - 0.5)
+        _arrow(ax, [(xs[-1] + (0.12 if units[-1] == "+" else bw / 2), y), (xs[-1] + 0.4, y)])
+        _label(ax, xs[-1] + 0.62, y, "$x_{l+1}$")
     return ax
 
 
@@ -166,7 +166,7 @@ def placements(ax=None, layer="weight"):
 def unravelled(ax=None, n=3):
     """Top: ``n`` residual blocks. Bottom: the same network unravelled into its 2^n paths, by length."""
     paths = [p for k in range(n + 1) for p in combinations(range(n), k)]
-    W, rh = 4.6, 0.3
+    W, rh = 4.6, 0.34
     H = 1.45 + rh * len(paths) + 0.35
     ax = _canvas(ax, W, H)
     palette = ["#666666", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
@@ -194,11 +194,11 @@ def unravelled(ax=None, n=3):
         color = palette[len(p) % len(palette)]
         _arrow(ax, [(0.42, yy), (xsum - 0.16, yy)], color=color, lw=1.6)
         for k in p:
-            _box(ax, xs[k], yy, 0.42, 0.24, f"$f_{k + 1}$", "weight", fontsize=FONT - 2)
+            _box(ax, xs[k], yy, 0.46, 0.28, f"$f_{k + 1}$", "weight", fontsize=FONT - 0.5)
         if i == 0 or len(paths[i - 1]) != len(p):
             count = math.comb(n, len(p))
             _label(ax, xsum + 0.5, yy - rh * (count - 1) / 2,
-                   f"length {len(p)}: {count}", fontsize=FONT - 2, edge=color)
+                   f"length {len(p)}: {count}", fontsize=FONT - 1, edge=color)
     y_first, y_last = top - rh * 0.8, top - rh * (len(paths) - 0.2)
     ax.plot([0.42, 0.42], [y_first, y_last], color=LINE, lw=1.3)
     _label(ax, 0.2, (y_first + y_last) / 2, "$x_0$")
@@ -229,9 +229,9 @@ def stage_layout(ax=None, widths=(16, 32, 64), sizes=(32, 16, 8), classes=10, in
         ys.append(top - h / 2)
         top -= h + space
     for k, ((kind, text, layers, w), y, h) in enumerate(zip(rows, ys, heights, strict=True)):
-        _box(ax, cx, y, w, h, text, kind, fontsize=FONT - 1)
+        _box(ax, cx, y, w, h, text, kind)
         if layers:
-            _label(ax, 4.0, y, layers, fontsize=FONT - 1)
+            _label(ax, 4.05, y, layers)
         if k:
             _arrow(ax, [(cx, ys[k - 1] - heights[k - 1] / 2), (cx, y + h / 2)])
     _label(ax, W / 2, 0.2, "weighted layers: $1 + 3 \\cdot 2n + 1 = 6n + 2$", fontsize=FONT, edge=INK)
