@@ -543,9 +543,15 @@ def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=Non
             data = b""
             print(f"could not read {path}: {err}", file=sys.stderr)
         with slots.borrow() as uid:
-            result = judge.grade_notebook(plans[nb][0], data, chapter=chapter, notebook=nb, student=student,
-                                          secret=key, registry=registry, runtime=runtime.path, limits=limits,
-                                          uid=uid, unsafe=unsafe)  # fmt: skip
+            try:
+                result = judge.grade_notebook(plans[nb][0], data, chapter=chapter, notebook=nb, student=student,
+                                              secret=key, registry=registry, runtime=runtime.path, limits=limits,
+                                              uid=uid, unsafe=unsafe)  # fmt: skip
+            except Exception as err:  # noqa: BLE001 - a bug of the grader: this student is an error, not the run
+                result = {"student": student, "chapter": chapter, "notebook": nb, "status": "error", "total": 0.0,
+                          "max": sum(plans[nb][1].values()), "cells": {}, "graded_at": "",
+                          "notes": ["your notebook could not be graded; your instructor has been told"],
+                          "staff_notes": [f"the grader failed: {type(err).__name__}: {str(err)[:200]}"]}  # fmt: skip
         if unsafe:
             result["staff_notes"] = ["graded WITHOUT a sandbox (--unsafe-no-sandbox)"] + result["staff_notes"]
         book.save(result)

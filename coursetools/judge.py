@@ -108,7 +108,13 @@ def grade_notebook(release_nb, data, *, chapter, notebook, student, secret, regi
     if nb is None:
         result.update(status="invalid", notes=[why], total=0.0, seconds=round(time.monotonic() - started, 2))
         return result
-    plan = planner.make_plan(release_nb, nb, notebook)
+    try:
+        plan = planner.make_plan(release_nb, nb, notebook)
+    except Exception as err:  # noqa: BLE001 - a notebook no rule foresaw: say so, grade the others
+        result.update(status="error", notes=["your notebook could not be read by the grader; your instructor has "
+                                              "been told"], total=0.0,
+                      staff_notes=[f"the plan could not be made: {type(err).__name__}: {_short(err, 200)}"])
+        return result
     notes = list(plan.notes)
     # cases, drawn here: the sandbox gets them as plain data and nothing else of the checkers' state
     drawn, modules = {}, set()
