@@ -27,6 +27,7 @@ __all__ = [
     "linear_layers",
     "weight_grad_norms",
     "hidden_grad_norms",
+    "warmup_lr",
     "train",
     "accuracy",
 ]
@@ -209,16 +210,33 @@ def hidden_grad_norms(net, X, y):
     return torch.tensor([_norm64(g) for g in grads], dtype=torch.float64)
 
 
-def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0):
-    """Minibatch SGD on cross-entropy; returns the list of per-step training losses.
+def warmup_lr(step, lr, warmup):
+    """Linear warm-up (Xiong et al. 2020, eq. 1): ``lr · step / warmup`` up to step ``warmup``, then ``lr``.
 
-    Batches are drawn from a generator seeded with ``seed``; the global RNG is not used.
+    ``step`` counts from 1; ``warmup = 0`` means no warm-up.
+    """
+    return lr if warmup <= 0 else lr * min(1.0, step / warmup)
+
+
+def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0, optimizer="sgd", warmup=0):
+    """Minibatch SGD (or ``optimizer="adam"``) on cross-entropy; returns the per-step training losses.
+
+    The learning rate follows :func:`warmup_lr` (constant when ``warmup = 0``). ``net(X)`` may
+    return logits ``(N, C)`` or ``(N, C, T)`` for targets ``(N,)`` or ``(N, T)``. Batches are drawn
+    from a generator seeded with ``seed``; the global RNG is not used.
     """
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
     net.train()
     losses = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = warmup_lr(step, lr, warmup)
         idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
         loss = F_.cross_entropy(net(X[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
