@@ -20,12 +20,16 @@ STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 1.5rem auto; padding: 0 1rem; line-height: 1.45;
        color: #1a1a1a; background: #fff; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { border-bottom: 1px solid #ccc; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top; }
-td.n { text-align: right; white-space: nowrap; }
+th, td { border-bottom: 1px solid #ccc; padding: 0.35rem 0.5rem; text-align: left; vertical-align: top;
+         overflow-wrap: break-word; }
+td:first-child { width: 28%; } td:last-child { width: 52%; }
+td.n { text-align: right; white-space: nowrap; } small { color: #555; }
+.md { white-space: pre-wrap; border-left: 3px solid #ccc; padding: 0.2rem 0.6rem; margin: 0.2rem 0 1rem; }
+pre { margin: 0.2rem 0 1rem; }
 .ok { color: #0b6e4f; } .no { color: #a4161a; }
 pre { background: #f4f4f4; padding: 0.6rem; overflow-x: auto; white-space: pre-wrap; word-break: break-word; }
 @media (prefers-color-scheme: dark) { body { background: #111; color: #eee; } pre { background: #222; }
-  .ok { color: #6fd3a8; } .no { color: #ff8a8a; } th, td { border-color: #444; } }
+  .ok { color: #6fd3a8; } .no { color: #ff8a8a; } th, td { border-color: #444; } small { color: #aaa; } }
 """
 
 
@@ -53,10 +57,10 @@ def _cells(submission, release=None):
         if len(text) > MAX_CELL_CHARS:
             text = text[:MAX_CELL_CHARS] + "\n… (cut)"
         if used + len(text) > MAX_PAGE_CHARS:
-            shown.append(("note", "… the rest of the notebook is not shown (too long)"))
+            shown.append(("note", "… the rest of the notebook is not shown (too long)", None))
             break
         used += len(text)
-        shown.append((c.get("cell_type", "code"), text))
+        shown.append((c.get("cell_type", "code"), text, i + 1))
     return shown
 
 
@@ -75,23 +79,27 @@ def page(result, submission=None, release=None):
         parts.append(f"<p>Your file could not be graded: {e('; '.join(result['notes']))}. Hand in the notebook "
                      "file (.ipynb) you worked in, saved from Jupyter, with its exercise cells.</p>")
     else:
-        parts.append("<table><thead><tr><th>test cell</th><th>exercise</th><th>points</th><th>what the checker "
-                     "found</th></tr></thead><tbody>")
+        parts.append("<table><thead><tr><th>exercise</th><th>points</th><th>what the checker found</th></tr></thead>"
+                     "<tbody>")
         for gid, cell in result.get("cells", {}).items():
             items = cell.get("exercises") or [{"name": "", "points": cell["points"], "score": cell["score"],
                                                "message": "not graded"}]  # fmt: skip
             for it in items:
                 ok = it["message"] is None
                 verdict = "<span class='ok'>right</span>" if ok else f"<span class='no'>{e(it['message'])}</span>"
-                parts.append(f"<tr><td>{e(gid)}</td><td>{e(it['name'])}</td>"
+                parts.append(f"<tr><td>{e(it['name'])}<br><small>{e(gid)}</small></td>"
                              f"<td class='n'>{_fmt(it['score'])} / {_fmt(it['points'])}</td><td>{verdict}</td></tr>")
         parts.append("</tbody></table>")
         if result.get("notes"):
             parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result["notes"]) + "</ul>")
     if submission is not None:
         parts.append("<h2>Your exercise cells, as handed in</h2>")
-        for kind, text in _cells(submission, release):
-            parts.append(f"<p><em>{e(text)}</em></p>" if kind == "note" else f"<pre>{e(text)}</pre>")
+        for kind, text, number in _cells(submission, release):
+            if kind == "note":
+                parts.append(f"<p><em>{e(text)}</em></p>")
+                continue
+            parts.append(f"<small>cell {number}</small>")  # the notes' "cell 8" counts cells from the top, from 1
+            parts.append(f"<div class='md'>{e(text)}</div>" if kind == "markdown" else f"<pre>{e(text)}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -149,7 +149,7 @@ def _describe(err):
 def _alarm(seconds, label):
     def stop(signum, frame):
         signal.setitimer(signal.ITIMER_REAL, 2)  # if it is caught, ask again (the grader kills it later)
-        raise CellTimeout(f"{label} ran longer than its limit of {seconds:g} s and was stopped")
+        raise CellTimeout(f"ran longer than its limit of {seconds:g} s and was stopped")
 
     signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -171,7 +171,8 @@ def run_cell(shell, step):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         sys.stdout, sys.stderr = saved
-    return {"error": _describe(error), "stderr": err.text(), "stdout": out.count}
+    return {"error": _describe(error), "timeout": isinstance(error, CellTimeout), "stderr": err.text(),
+            "stdout": out.count}
 
 
 MISSING = object()
@@ -199,6 +200,13 @@ def run_probe(fd, shell, step, registry):
                     outputs = [{"__error__": f"{ex.name}: {_describe(exc)}", "kind": "exception"} for _ in cases]
         _emit(fd, {"event": "answers", "step": step["n"], "grade_id": step["grade_id"], "index": index,
                    "outputs": outputs})
+
+
+def _cpu():
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 3)
 
 
 def _peak_rss():
@@ -237,7 +245,7 @@ def main():
     except BaseException as exc:  # noqa: BLE001 - the grader must hear why, whatever it is
         _emit(fd, {"event": "failed", "error": f"the sandbox could not start: {_describe(exc)}"})
         os._exit(3)
-    _emit(fd, {"event": "ready", "seconds": round(time.monotonic() - start, 3)})
+    _emit(fd, {"event": "ready", "seconds": round(time.monotonic() - start, 3), "cpu": _cpu()})
     skip = set(plan.get("skip", []))
     for n, step in enumerate(plan["steps"]):
         step["n"] = n
@@ -258,7 +266,7 @@ def main():
             fields = {}
         _emit(fd, {"event": "end", "step": n, "seconds": round(time.monotonic() - began, 3), "peak": _peak_rss(),
                    **fields})
-    _emit(fd, {"event": "done", "seconds": round(time.monotonic() - start, 3)})
+    _emit(fd, {"event": "done", "seconds": round(time.monotonic() - start, 3), "cpu": _cpu()})
     os._exit(0)  # no atexit handlers, no waiting for the student's threads
 
 

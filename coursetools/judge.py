@@ -187,7 +187,8 @@ def grade_notebook(release_nb, data, *, chapter, notebook, student, secret, regi
         if step["kind"] != "cell" or e is None:
             continue
         if e.get("error"):
-            notes.append(f"{step['label']} raised {_short(e['error'], 200)}")
+            verb = "" if e.get("timeout") else "raised "
+            notes.append(f"{step['label']} {verb}{_short(e['error'], 200)}")
         if e.get("stderr"):
             notes.append(f"{step['label']} printed to stderr (not an error): {_short(e['stderr'], 160)}")
     for gid, points in tests.items():

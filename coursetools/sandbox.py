@@ -134,7 +134,9 @@ def available():
             if proc.returncode != 0:
                 reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 answer = (False, f"bubblewrap is installed but cannot make a sandbox here: {reason[0][:200]} "
-                                 "(unprivileged user namespaces may be switched off)")
+                                 "(unprivileged user namespaces may be switched off: on Ubuntu 23.10 and later, "
+                                 "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor "
+                                 "profile for bwrap; in Docker, a container that allows them)")
         except (OSError, subprocess.TimeoutExpired) as err:
             answer = (False, f"bubblewrap did not run: {err}")
     _AVAILABLE["answer"] = answer
@@ -436,13 +438,15 @@ def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, uns
                threading.Thread(target=_read_events, args=(read_fd, limits.answer_bytes, ans, on_event), daemon=True)]
     for t in readers:
         t.start()
+    procs, scanned = [proc.pid], 0.0
     try:
         while proc.poll() is None:
             time.sleep(0.1)
             now = time.monotonic()
             with lock:
                 step, since, ready = state["step"], state["since"], result.ready()
-            procs = _tree(proc.pid)
+            if now - scanned > 0.5:  # listing the tree scans all of /proc: twice a second is enough
+                procs, scanned = _tree(proc.pid), now
             rss = _rss(procs)
             result.peak_rss = max(result.peak_rss, rss)
             reason = None

@@ -22,10 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import grading_demo as gd  # noqa: E402
 
-from coursetools import assign, sandbox  # noqa: E402
+from coursetools import assign  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not sandbox.available()[0], reason=f"no sandbox: {sandbox.available()[1]}")
+pytestmark = pytest.mark.usefixtures("grading_sandbox")
 
 SQ_OK = "def square(x):\n    return x * x"
 EX2_OK = "def halve(x):\n    return x / 2\n\n\ndef precise_sum(x):\n    return x.double().sum()"
@@ -261,7 +261,7 @@ def test_feedback_holds_only_the_students_own_work(graded):
     pages = {p.parent.name: p.read_text() for p in folder.glob("*/demo.html")}
     assert set(pages) >= set(graded["cases"]) - {"mallory"}
     for student, page in pages.items():
-        grader_text = re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)  # what the grader wrote, not the student
+        grader_text = re.sub(r"<pre>.*?</pre>|<div class='md'>.*?</div>", "", page, flags=re.S)  # not the student's
         for secret in ("hidden-check", "BEGIN HIDDEN", str(graded["subs"]), str(graded["course"]), str(ROOT)):
             assert secret not in grader_text, (student, secret)
         assert "hidden-check" not in page and "BEGIN HIDDEN" not in page
@@ -270,7 +270,8 @@ def test_feedback_holds_only_the_students_own_work(graded):
         assert len(page) < 600_000
         if student in graded["cases"]:  # every block of code shown is the student's own cell
             own = {html.escape(c.source) for c in graded["cases"][student][0]}
-            shown = re.findall(r"<pre>(.*?)</pre>", page, flags=re.S)
+            shown = re.findall(r"<pre>(.*?)</pre>|<div class='md'>(.*?)</div>", page, flags=re.S)
+            shown = [a or b for a, b in shown]
             assert shown and all(block in own for block in shown), student
     assert "you doubled x" in pages["doubler"] and "2 / 2" in pages["float32"]
     assert len((folder / "bigprint" / "demo.html").read_text()) < 100_000

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coursetools import assign, plan, sandbox
+from coursetools import assign, plan
 from gradflow.checks.exercise import load_registry, plain_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def ready(chapter):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not sandbox.available()[0], reason=f"no sandbox: {sandbox.available()[1]}")
+@pytest.mark.usefixtures("grading_sandbox")
 @pytest.mark.parametrize("chapter", assign.chapters(ROOT))
 def test_source_gets_full_marks_and_the_blank_release_zero(chapter, tmp_path):
     why = ready(chapter)

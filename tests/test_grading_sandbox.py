@@ -19,7 +19,7 @@ import grading_demo as gd  # noqa: E402
 from coursetools import assign, sandbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_sandbox = pytest.mark.skipif(not sandbox.available()[0], reason=f"no sandbox: {sandbox.available()[1]}")
+needs_sandbox = pytest.mark.usefixtures("grading_sandbox")
 
 LOOK = r'''
 import json, os, socket, sys
