@@ -359,8 +359,9 @@ def training_figure(losses, before, after, title=None, figsize=(6.4, 3.4)):
 
     from .plots import OKABE_ITO
 
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize)  # fixed margins: constrained layout would cost more than the drawing
     ax1, ax2 = fig.subplots(1, 2)
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.15, top=0.88, wspace=0.32)
     k = range(len(before))
     ax1.plot(k, before, marker="o", markersize=3, color=OKABE_ITO[0], label="at initialisation")
     ax1.plot(k, after, marker="s", markersize=3, color=OKABE_ITO[3], label="after training")
