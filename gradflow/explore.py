@@ -31,6 +31,7 @@ import json
 import math
 import numbers
 import time
+import warnings
 from dataclasses import dataclass
 
 import matplotlib
@@ -44,6 +45,7 @@ __all__ = ["Explorer", "Param", "explorer"]
 DEFAULT_DPI = 100  # 640 x 340 pixels: the width of the book theme's text column
 DEFAULT_FIGSIZE = (6.4, 3.4)
 MAX_BUTTONS = 5  # more options than this become a drop-down
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"  # the MIME type of a live ipywidgets view
 
 _counter = itertools.count(1)  # makes element ids unique within a page (one kernel = one page)
 
@@ -339,11 +341,27 @@ class Explorer:
 
     # -- live widget ----------------------------------------------------------------------------
     def widget(self):
-        """The ipywidgets UI (built once): labelled controls above an Image showing the current frame."""
+        """The ipywidgets UI (built once): labelled controls above an Image showing the current frame.
+
+        Works with ipywidgets 7 (Colab shipped 7.7.1 for years) and 8. If building it fails
+        half-way, the widgets made so far are closed (each holds a connection to the front end).
+        """
         if self._widget is not None:
             return self._widget
         import ipywidgets as W
 
+        registry = _open_widgets()
+        before = set(registry)
+        try:
+            self._widget = self._build_widget(W)
+        except Exception:
+            for key in set(registry) - before:  # controls, their styles and layouts, the image...
+                if (w := registry.get(key)) is not None:
+                    w.close()
+            raise
+        return self._widget
+
+    def _build_widget(self, W):
         style = {"description_width": "initial"}
         controls = []
         for p, v in zip(self.params, self.initial, strict=True):
@@ -371,10 +389,9 @@ class Explorer:
 
         for c in controls:
             c.observe(update, names="value")
-        children = [W.HTML(f"<b>{html.escape(self.title)}</b>"), *controls, image]
-        self._widget = W.VBox(children)
-        self._widget.gf_controls, self._widget.gf_image = controls, image  # for tests
-        return self._widget
+        box = W.VBox([W.HTML(f"<b>{html.escape(self.title)}</b>"), *controls, image])
+        box.gf_controls, box.gf_image = controls, image  # for tests
+        return box
 
     # -- display --------------------------------------------------------------------------------
     def __repr__(self):
@@ -388,14 +405,37 @@ class Explorer:
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         bundle = {"text/plain": repr(self), "text/html": self.html()}
-        try:
-            view = self.widget()._repr_mimebundle_()
-        except Exception:  # no ipywidgets or no usable comm: the static version still works
-            view = {}
-        key = "application/vnd.jupyter.widget-view+json"
-        if key in view:
-            bundle[key] = view[key]
+        view = self._widget_view()
+        if view is not None:
+            bundle[WIDGET_VIEW] = view
         return bundle
+
+    def _widget_view(self):
+        """The widget-view entry of the MIME bundle, or None when there is no live widget to show.
+
+        Written out here rather than taken from the widget's ``_repr_mimebundle_``, which
+        ipywidgets 7 lacks (it displays itself through ``_ipython_display_``); both versions
+        write this same entry (widget-view format 2.0). Without ipywidgets the static HTML is
+        shown, silently; any other failure is reported as a warning, not swallowed.
+        """
+        try:
+            box = self.widget()
+        except Exception as exc:  # the static version still works: say why the live one does not
+            if not (isinstance(exc, ModuleNotFoundError) and exc.name == "ipywidgets"):
+                warnings.warn(f"explorer {self.title!r}: no live widget ({type(exc).__name__}: {exc}); "
+                              "showing the static version", RuntimeWarning, stacklevel=3)
+            return None
+        if getattr(box, "_view_name", None) is None or getattr(box, "comm", None) is None:
+            return None  # closed, or not a view
+        return {"version_major": 2, "version_minor": 0, "model_id": box.model_id}
+
+
+def _open_widgets():
+    """ipywidgets' registry of open widgets (model id -> widget); 8.x and 7.x keep it in different places."""
+    from ipywidgets.widgets import widget as module
+
+    registry = getattr(module, "_instances", None)  # ipywidgets 8
+    return registry if registry is not None else module.Widget.widgets  # ipywidgets 7
 
 
 def explorer(fn, *, title=None, budget=60, dpi=DEFAULT_DPI, figsize=DEFAULT_FIGSIZE, labels=None, **params):

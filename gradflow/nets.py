@@ -27,6 +27,7 @@ __all__ = [
     "linear_layers",
     "weight_grad_norms",
     "hidden_grad_norms",
+    "warmup_lr",
     "train",
     "accuracy",
 ]
@@ -180,33 +181,62 @@ def linear_layers(net):
     return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
+def _norm64(t):
+    """Euclidean norm of ``t`` summed in float64: the squares of float32 entries near 1e-23 underflow to 0."""
+    return torch.linalg.vector_norm(t.detach().to(torch.float64)).item()
+
+
 def weight_grad_norms(net, X, y):
-    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy."""
+    """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy.
+
+    The gradient is computed in the net's own precision; its norm is reduced in float64, so a norm
+    reads 0 only if every entry is 0.
+    """
     net.zero_grad(set_to_none=True)
     F_.cross_entropy(net(X), y).backward()
-    norms = [layer.weight.grad.norm().item() for layer in linear_layers(net)]
+    norms = [_norm64(layer.weight.grad) for layer in linear_layers(net)]
     net.zero_grad(set_to_none=True)
     return torch.tensor(norms, dtype=torch.float64)
 
 
 def hidden_grad_norms(net, X, y):
-    """Norm of ``dL/dh_l`` for each hidden state ``h_0 .. h_depth`` of an :class:`MLP`."""
+    """Norm of ``dL/dh_l`` for each hidden state ``h_0 .. h_depth`` of an :class:`MLP`.
+
+    Gradients in the net's precision, norms reduced in float64 (see :func:`weight_grad_norms`).
+    """
     hs = net.hidden(X)
     logits = net.head(net.head_act(net.head_norm(hs[-1])))
     grads = torch.autograd.grad(F_.cross_entropy(logits, y), hs)
-    return torch.tensor([g.norm().item() for g in grads], dtype=torch.float64)
+    return torch.tensor([_norm64(g) for g in grads], dtype=torch.float64)
 
 
-def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0):
-    """Minibatch SGD on cross-entropy; returns the list of per-step training losses.
+def warmup_lr(step, lr, warmup):
+    """Linear warm-up (Xiong et al. 2020, eq. 1): ``lr · step / warmup`` up to step ``warmup``, then ``lr``.
 
-    Batches are drawn from a generator seeded with ``seed``; the global RNG is not used.
+    ``step`` counts from 1; ``warmup = 0`` means no warm-up.
+    """
+    return lr if warmup <= 0 else lr * min(1.0, step / warmup)
+
+
+def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0, optimizer="sgd", warmup=0):
+    """Minibatch SGD (or ``optimizer="adam"``) on cross-entropy; returns the per-step training losses.
+
+    The learning rate follows :func:`warmup_lr` (constant when ``warmup = 0``). ``net(X)`` may
+    return logits ``(N, C)`` or ``(N, C, T)`` for targets ``(N,)`` or ``(N, T)``. Batches are drawn
+    from a generator seeded with ``seed``; the global RNG is not used.
     """
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
     net.train()
     losses = []
-    for _ in range(steps):
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = warmup_lr(step, lr, warmup)
         idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
         loss = F_.cross_entropy(net(X[idx]), y[idx])
         opt.zero_grad(set_to_none=True)

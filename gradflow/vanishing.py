@@ -104,25 +104,39 @@ def gradient_profile(activation, init, depth=30, width=64, n=128, seed=0):
 
 
 def _log_label(v, _pos=None):
-    return f"1e{round(math.log10(v))}" if v > 0 else ""
+    """'1e-06', '1e+12': every label as wide as the others, so frames keep one axis position."""
+    return f"1e{round(math.log10(v)):+03d}" if v > 0 else ""
 
 
-def draw_profile(ax, depth, activation, g):
-    """Explorer frame: measured ``||dL/dh_l||`` and the theory line for ``N(0, g^2/n)`` weights."""
+def draw_profile(ax, depth, g, activation=None, seed=0):
+    """Explorer frame: measured ``||dL/dh_l||`` and the theory line for ``N(0, g^2/n)`` weights.
+
+    One series per activation (all three when ``activation`` is None), each relative to its norm at
+    the top block; the legend gives each one's average gain per block.
+    """
     from matplotlib import ticker
 
-    from .plots import layer_norms
+    from .plots import OKABE_ITO, layer_norms
 
-    measured, theory = gradient_profile(activation, float(g), depth=depth, n=64)
-    layer_norms(measured[1:] / measured[-1], theory=theory[1:] / measured[-1], ax=ax, linestyle="none")
-    ax.legend(ax.lines, ["measured", "theory: product of the gains"], fontsize=8, loc="lower right")
+    acts = ["sigmoid", "tanh", "relu"] if activation is None else [activation]
+    labels = []
+    for act in acts:
+        measured, theory = gradient_profile(act, float(g), depth=depth, n=64, seed=seed)
+        color = OKABE_ITO[["sigmoid", "tanh", "relu"].index(act)] if act in ("sigmoid", "tanh", "relu") else None
+        layer_norms(measured[1:] / measured[-1], theory=theory[1:] / measured[-1], ax=ax, linestyle="none",
+                    color=color)
+        gain = (theory[0] / theory[-1]) ** (1 / depth)
+        labels.append(f"{act}: gain {gain:.2f} per block")
+    ax.legend(ax.lines[::2], labels, fontsize=8, loc="best", title="dots: measured; dashes: theory",
+              title_fontsize=8)
+    # the same y range in every frame of one depth (from a gain of 0.2 to 12 per block), so that
+    # frames can be compared and their tick labels, hence the axis position, stay the same
     lo, hi = ax.get_ylim()
-    ax.set(xlabel="block l (1 = input side)", ylabel="||grad at h_l|| / ||grad at h_L||", xlim=(0, 51),
-           ylim=(min(lo, 1e-3), max(hi, 1e3)))
+    ax.set(xlabel="block l (1 = input side)", ylabel="||grad at h_l|| / ||grad at h_L||", xlim=(0, depth + 1),
+           ylim=(min(lo, 1e-3, 0.2 ** (depth - 1)), max(hi, 1e3, 12.0 ** (depth - 1))))
     # plain-text log ticks: mathtext labels would make each frame several times slower to draw
     ax.yaxis.set_major_locator(ticker.LogLocator(numticks=7))
     ax.yaxis.set_major_formatter(ticker.FuncFormatter(_log_label))
     ax.yaxis.set_minor_locator(ticker.NullLocator())
-    gain = (theory[0] / theory[-1]) ** (1 / depth)
-    ax.text(0, 1.03, f"{activation}, n Var w = {g**2:.2f}: gain {gain:.2f} per block", transform=ax.transAxes)
+    ax.text(0, 1.03, f"weights N(0, g²/n), g = {g:g}: n Var w = {g**2:.3g}", transform=ax.transAxes)
     return ax

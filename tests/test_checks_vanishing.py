@@ -158,6 +158,9 @@ def test_exploding_biases_accepts(fn):
 
 @pytest.mark.parametrize("fn, words", [
     (lambda w, x: -w * x, "b_j = −w_j x for every layer"),
+    (lambda w, x: -w / 2, "b_1 = −w_1 x"),
+    (lambda w, x: -biases_torch(w, x), "wrong sign"),
+    (lambda w, x: biases_torch(w, x).float(), "compute the biases in float64"),
     (lambda w, x: torch.zeros_like(w), "not 0"),
     (lambda w, x: -w[:2] * x, "2 biases for a chain of 4"),
     (lambda w, x: None, "return"),
@@ -174,7 +177,8 @@ def test_nielsen_factor_accepts(value):
 
 
 @pytest.mark.parametrize("value, words", [(100, "multiply by σ'(0)"), (400, "divided"), (0.25, "multiply by w"),
-                                          (None, "return"), ("twenty-five", "not numbers"), (3.0, "w = 100")])
+                                          (50, "not σ(0)"), (None, "set `factor`"), ("twenty-five", "not numbers"),
+                                          (3.0, "w = 100")])
 def test_nielsen_factor_rejects(value, words):
     with pytest.raises(AssertionError) as info:
         ck.check_nielsen_factor(value)
@@ -184,24 +188,53 @@ def test_nielsen_factor_rejects(value, words):
 # ---------------------------------------------------------------- exercise 4
 
 
-@pytest.mark.parametrize("fn", [lambda n: math.sqrt(2 / n), lambda n: np.sqrt(2.0) / np.sqrt(n),
-                                lambda n: torch.tensor(2.0 / n).sqrt()])
-def test_he_std_accepts(fn):
-    ck.check_he_std(fn)
-    ck.check_he_std(fn, hidden=True)
+def leaky_numpy(n, alpha):
+    return np.sqrt(2.0 / (n * (1 + np.square(alpha))))
+
+
+def leaky_torch(n, alpha):  # a 0-d float32 tensor is accepted: the check needs 5 digits
+    e2 = (1 + torch.tensor(alpha, dtype=torch.float32) ** 2) / 2
+    return (1 / (n * e2)).sqrt()
+
+
+def leaky_pytorch_gain(n, alpha):  # PyTorch's own gain for kaiming_normal_, sqrt(2 / (1 + a^2)), is right too
+    return torch.nn.init.calculate_gain("leaky_relu", alpha) / math.sqrt(n)
+
+
+def leaky_numeric(n, alpha):  # E[sigma'(h)^2] estimated from samples: close enough
+    h = np.linspace(-1, 1, 200_001)
+    e2 = np.mean(np.where(h > 0, 1.0, alpha) ** 2)
+    return math.sqrt(1 / (n * e2))
+
+
+@pytest.mark.parametrize("fn", [lambda n, a: math.sqrt(2 / ((1 + a * a) * n)), leaky_numpy, leaky_torch,
+                                leaky_pytorch_gain, leaky_numeric])
+def test_leaky_std_accepts(fn):
+    ck.check_leaky_std(fn)
+    ck.check_leaky_std(fn, hidden=True)
 
 
 @pytest.mark.parametrize("fn, words", [
-    (lambda n: 2 / n, "variance"),
-    (lambda n: math.sqrt(1 / n), "Var w must double"),
-    (lambda n: math.sqrt(1 / (3 * n)), "PyTorch's default"),
-    (lambda n: math.sqrt(2) / n, "whole 2/fan_in"),
-    (lambda n: 1.0, "E[relu'(z)²] = 1/2"),
+    (lambda n, a: math.sqrt(2 / n), "He's std for ReLU"),
+    (lambda n, a: math.sqrt(2 / ((1 + a) * n)), "contributes α², not α"),
+    (lambda n, a: math.sqrt(2 / ((1 + a) ** 2 * n)), "(1 + α)²"),
+    (lambda n, a: 2 / ((1 + a * a) * n), "variance"),
+    (lambda n, a: math.sqrt(1 / ((1 + a * a) * n)), "(1 + α²)/2 and Var w = 2/((1 + α²) n)"),
+    (lambda n, a: math.sqrt((1 + a * a) / (2 * n)), "multiplied by E[σ'(h)²] instead of dividing"),
+    (lambda n, a: math.sqrt(1 / n), "Xavier's scale"),
+    (lambda n, a: math.sqrt(2 / (1 + a * a)) / n, "whole 2/((1 + α²) fan_in)"),
+    (lambda n, a: 1.0, "critical condition"),
+    (lambda n, a: None, "return"),
 ])
-def test_he_std_rejects(fn, words):
+def test_leaky_std_rejects(fn, words):
     with pytest.raises(AssertionError) as info:
-        ck.check_he_std(fn)
+        ck.check_leaky_std(fn)
     assert words in str(info.value)
+
+
+def test_leaky_std_says_what_the_wrong_std_does():
+    with pytest.raises(AssertionError, match=r"a layer's gain is 0\.958, so 30 layers .* factor 0\.28"):
+        ck.check_leaky_std(lambda n, a: math.sqrt(2 / ((1 + a) * n)))
 
 
 # ---------------------------------------------------------------- exercise 5
@@ -235,7 +268,8 @@ def test_window_accepts(fn, best_w, best_width):
     (lambda w: 0.1, 6.89, 0.4477, "width is 0"),
     (window_closed, 4.0, 0.4477, "best_w = 4"),
     (window_closed, 6.89, 0.5, "best_width = 0.5"),
-    (window_closed, None, 0.4477, "best_w returned None"),
+    (window_closed, None, 0.4477, "set `best_w`"),
+    (window_closed, 6.89, None, "set `best_width`"),
 ])
 def test_window_rejects(fn, best_w, best_width, words):
     with pytest.raises(AssertionError) as info:
@@ -252,3 +286,31 @@ def test_window_reference_values():
     assert ck.window_width_reference(3.99) == 0.0
     assert ck.window_width_reference(-6.9) == ck.window_width_reference(6.9)
     assert abs(ck.window_width_reference(ck.BEST_W) - ck.BEST_WIDTH) < 1e-6
+
+
+def test_float32_biases_are_fine_when_the_weights_are_small():
+    def biases32(w, x):
+        return biases_torch(w, x).float()
+
+    ck.EXPLODING_BIASES.judge({"w": [1.0, 2.0], "x": 0.5}, biases32(torch.tensor([1.0, 2.0]), 0.5).numpy())
+
+
+def test_every_chapter_one_test_cell_is_registered():
+    from gradflow.checks.exercise import REGISTRY, plain_cases
+
+    expected = {"ch1-ex1-tests": [ck.SIGMOID_DERIVATIVE], "ch1-ex2-tests": [ck.CHAIN_GRAD],
+                "ch1-ex3-tests": [ck.NIELSEN_FACTOR, ck.EXPLODING_BIASES], "ch1-ex4-tests": [ck.LEAKY_STD],
+                "ch1-ex5-tests": [ck.WINDOW, ck.BEST_WINDOW]}
+    for grade_id, exercises in expected.items():
+        assert REGISTRY[grade_id] == exercises
+        for exercise in exercises:  # cases are plain data, and differ between seeds where they are drawn
+            assert plain_cases(exercise, 0) and plain_cases(exercise, 5) is not None
+
+
+@pytest.mark.parametrize("exercise", [ck.SIGMOID_DERIVATIVE, ck.CHAIN_GRAD, ck.NIELSEN_FACTOR, ck.EXPLODING_BIASES,
+                                      ck.LEAKY_STD, ck.WINDOW, ck.BEST_WINDOW])
+def test_judges_never_crash_on_junk(exercise):
+    cases = exercise.cases(3)
+    for junk in [None, "x", [1, 2, 3], {"__array__": [1.0], "dtype": "float64", "shape": [1]}, float("nan"),
+                 [[1], [2, 3]], {"a": 1}, -1e308]:
+        assert isinstance(exercise.verdict(cases, [junk] * len(cases)), str)

@@ -105,3 +105,21 @@ def test_chapter_one_examples():
     with pytest.raises(AssertionError, match="w alone"):
         NIELSEN_FACTOR.check(100)
     assert ex.REGISTRY["ch1-ex1-tests"] == [SIGMOID_DERIVATIVE]
+
+
+def test_grading_additions():
+    """load_registry fills REGISTRY from gradflow.checks; plain_cases are JSON copies; module_of names the module."""
+    registry = ex.load_registry()
+    assert registry is ex.REGISTRY and "ch1-ex1-tests" in registry
+    assert ex.module_of(SIGMOID_DERIVATIVE) == "gradflow.checks.vanishing"
+    cases = ex.plain_cases(SIGMOID_DERIVATIVE, 7)
+    assert cases == json.loads(json.dumps(SIGMOID_DERIVATIVE.cases(7)))
+    tuples = ex.Exercise("pair", ["f"], lambda seed: [{"x": (1, 2)}], lambda f, case: f(case["x"]),
+                         lambda case, out: None)
+    assert ex.plain_cases(tuples, 0) == [{"x": [1, 2]}]  # what the sandbox gets: lists, as JSON has them
+    seen = []
+    tuples.check(lambda x: seen.append(x))
+    assert seen == [[1, 2]], "check hands the probe the same JSON copy as grading does"
+    opaque = ex.Exercise("bad", ["f"], lambda seed: [{"x": object()}], lambda f, case: 0, lambda case, out: None)
+    with pytest.raises(TypeError, match="'bad' are not plain data"):
+        opaque.check(lambda x: x)

@@ -149,3 +149,36 @@ def test_train_is_deterministic_and_learns():
     assert sum(runs[0][-10:]) / 10 < 0.5 * sum(runs[0][:10]) / 10
     assert nets.accuracy(net, X, y) > 0.8
     assert net.training  # accuracy restores the mode it found
+
+
+def _tiny_gradient_net(scale=1e-23):
+    """A float32 linear net whose head is scaled so that every dL/dh and dL/dW entry is ~1e-24..1e-22."""
+    X, y = teacher_task(n=32, dim=16, classes=4, seed=5)
+    net = nets.mlp(2, width=12, d_in=16, d_out=4, activation="linear", init="xavier", seed=6)
+    with torch.no_grad():
+        net.head.weight.mul_(scale)
+    return net, X, y
+
+
+def test_norms_of_tiny_float32_gradients_are_reduced_in_float64():
+    net, X, y = _tiny_gradient_net()
+    hs = net.hidden(X)
+    (g0,) = torch.autograd.grad(F.cross_entropy(net.head(net.head_act(hs[-1])), y), [hs[0]])
+    assert g0.dtype == torch.float32 and (g0 != 0).all() and g0.abs().max() < 1e-20
+    assert g0.norm().item() == 0.0  # float32's own norm: the squares (~1e-48) underflow
+    exact = g0.double().norm().item()
+    norms = nets.hidden_grad_norms(net, X, y)
+    assert norms.dtype == torch.float64 and (norms > 0).all()
+    assert norms[0].item() == pytest.approx(exact, rel=1e-12)
+    w_norms = nets.weight_grad_norms(net, X, y)
+    assert (w_norms[:-1] > 0).all() and (w_norms[:-1] < 1e-19).all()  # the head's own gradient is not tiny
+    net.zero_grad()
+    F.cross_entropy(net(X), y).backward()
+    stem = net.stem.weight.grad
+    assert stem.norm().item() == 0.0 and w_norms[0].item() == pytest.approx(stem.double().norm().item(), rel=1e-12)
+
+
+def test_norm_is_zero_only_when_every_entry_is():
+    net, X, y = _tiny_gradient_net(scale=0.0)  # a zero head: every gradient below it is exactly 0
+    assert (nets.hidden_grad_norms(net, X, y) == 0).all()
+    assert (nets.weight_grad_norms(net, X, y)[:-1] == 0).all()

@@ -132,3 +132,7 @@ def test_draw_profile_draws_measured_and_theory():
     out = draw_profile(ax, depth=10, activation="tanh", g=1.0)
     assert out is ax and ax.get_yscale() == "log" and len(ax.lines) == 2
     assert len(ax.lines[0].get_xdata()) == 10 and ax.lines[1].get_linestyle() == "--"
+    ax = Figure().add_subplot()
+    draw_profile(ax, depth=10, g=4.0, seed=1)  # all three activations, each with its theory line
+    assert len(ax.lines) == 6 and len(ax.get_legend().get_texts()) == 3
+    assert ax.get_legend().get_texts()[0].get_text().startswith("sigmoid: gain 0.6")

@@ -23,9 +23,23 @@ and come back as NumPy arrays of the same precision (a float32 answer stays floa
 can say that precision is the problem); non-finite floats are ``{"__float__": "nan"}``; an
 exception in the student's code becomes ``{"__error__": message, "kind": ...}`` and comes back as
 a :class:`StudentError`, which :func:`value` turns into the message a student should read.
+
+Cases are plain data too: ``check`` hands the probe a JSON copy of each case (lists where the case
+had tuples), exactly what the grader hands the sandbox, so a probe cannot depend on anything else;
+a case that is not JSON raises ``TypeError`` naming the exercise.
+
+Additions for grading (coursetools), compatible with the API above:
+
+- :func:`load_registry` imports every checker module of ``gradflow.checks`` (so that their
+  ``register`` calls fill :data:`REGISTRY`) and returns it;
+- :func:`plain_cases` is ``exercise.cases(seed)`` checked to be JSON and copied through it;
+- :func:`module_of` names the module that defines an exercise (what the sandbox must import).
 """
 
+import importlib
+import json
 import math
+import pkgutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +50,8 @@ import torch
 
 from . import time_limit
 
-__all__ = ["Exercise", "StudentError", "REGISTRY", "register", "to_plain", "from_plain", "value", "MAX_NUMBERS"]
+__all__ = ["Exercise", "StudentError", "REGISTRY", "register", "to_plain", "from_plain", "value", "MAX_NUMBERS",
+           "load_registry", "plain_cases", "module_of"]
 
 MAX_NUMBERS = 2_000_000  # numbers in one probe's output; more is refused, not copied
 MAX_TEXT = 2_000  # characters of a string or repr kept in plain data
@@ -257,7 +272,7 @@ class Exercise:
         """Raise AssertionError with the grader's message if the answer is wrong (the test cells call this)."""
         cases = self.cases(self.hidden_seed if hidden else seed)
         started = time.monotonic()
-        message = self.verdict(cases, self.run(values, cases))
+        message = self.verdict(cases, self.run(values, _json_copy(cases, self.name)))
         if message:
             raise AssertionError(message)
         return time.monotonic() - started
@@ -271,3 +286,32 @@ def register(grade_id, *exercises):
     """Record that the test cell ``grade_id`` checks ``exercises`` (points come from the notebook)."""
     REGISTRY[grade_id] = list(exercises)
     return exercises[0] if len(exercises) == 1 else exercises
+
+
+def _json_copy(cases, name):
+    try:
+        return json.loads(json.dumps(cases, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"the cases of the exercise {name!r} are not plain data (JSON): {err}") from None
+
+
+def plain_cases(exercise, seed):
+    """``exercise.cases(seed)`` as a list of plain (JSON) data; TypeError if it is not plain data."""
+    cases = exercise.cases(seed)
+    if not isinstance(cases, list):
+        raise TypeError(f"the cases of the exercise {exercise.name!r} must be a list, not {type(cases).__name__}")
+    return _json_copy(cases, exercise.name)
+
+
+def module_of(exercise):
+    """The module that defines ``exercise`` (its probe's module): what a sandbox imports to run it."""
+    return getattr(exercise.probe, "__module__", None) or getattr(exercise.cases, "__module__", None)
+
+
+def load_registry(packages=("gradflow.checks",)):
+    """Import every module of ``packages`` (modules or packages, by name) and return :data:`REGISTRY`."""
+    for name in packages:
+        module = importlib.import_module(name)
+        for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+            importlib.import_module(f"{module.__name__}.{info.name}")
+    return REGISTRY
