@@ -204,6 +204,42 @@ class SolutionCells(SphinxPostTransform):
             cell["gf_solution_suffix"] = suffix
 
 
+class KeepPunctuationWithFormulas(SphinxPostTransform):
+    """An inline formula keeps its punctuation on its line: ``$x$,`` never leaves the comma at the
+    start of the next line, nor ``($x$`` the bracket at the end of the previous one.
+
+    A MathJax formula is one unbreakable box, and browsers may break a line between it and the
+    text around it. The formula and its adjacent punctuation go into one ``span.gf-nowrap``.
+    """
+
+    default_priority = 400
+    formats = ("html",)
+    AFTER = re.compile(r"^[.,;:!?)\]}’”…]+")
+    BEFORE = re.compile(r"[(\[{‘“]+$")
+
+    def run(self, **kwargs):
+        for math in list(self.document.findall(nodes.math)):
+            parent = math.parent
+            if parent is None or isinstance(parent, nodes.inline) and "gf-nowrap" in parent["classes"]:
+                continue
+            i = parent.index(math)
+            after = parent[i + 1] if i + 1 < len(parent) and isinstance(parent[i + 1], nodes.Text) else None
+            before = parent[i - 1] if i > 0 and isinstance(parent[i - 1], nodes.Text) else None
+            tail = self.AFTER.match(str(after)) if after is not None else None
+            head = self.BEFORE.search(str(before)) if before is not None else None
+            if not (tail or head):
+                continue
+            group = nodes.inline(classes=["gf-nowrap"])
+            if head:
+                parent.replace(before, nodes.Text(str(before)[:head.start()]))
+                group += nodes.Text(head.group())
+            parent.replace(math, group)
+            group += math
+            if tail:
+                parent.replace(after, nodes.Text(str(after)[tail.end():]))
+                group += nodes.Text(tail.group())
+
+
 def link_figures(app, doctree, docname):
     """``doctree-resolved``: each notebook figure links to its full-size image (tap to enlarge)."""
     builder = app.builder
@@ -337,6 +373,7 @@ def setup(app):
     else:
         app.add_node(HideCodeCellNode, override=True, html=(_visit_hidden_cell, _depart_hidden_cell))
     app.add_post_transform(SolutionCells)
+    app.add_post_transform(KeepPunctuationWithFormulas)
     app.connect("doctree-resolved", link_figures)
     app.connect("build-finished", shrink_images)
     app.connect("build-finished", scrub_sources)
