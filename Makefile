@@ -70,15 +70,17 @@ seeds: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/
+## make release [CHAPTER=01_vanishing]: student release(s) under dist/release/ (plain markdown, pinned gradflow)
 release: $(STAMP)
-	$(PY) -m coursetools.assign release $(CHAPTER)
+	$(PY) -m coursetools.assign release $(CHAPTER) --transform coursetools.studentrepo:for_students
 
-## make grade CHAPTER=01_vanishing SUBMISSIONS=folder: grades.csv and feedback under dist/
+## make grade CHAPTER=01_vanishing SUBMISSIONS=folder [JOBS=n] [ROSTER=file] [UNSAFE_NO_SANDBOX=1]: each notebook
+## in a bubblewrap sandbox, JOBS at a time (default: the cores); grades.csv and feedback under dist/grading/
 grade: $(STAMP)
-	$(PY) -m coursetools.assign grade $(CHAPTER) $(SUBMISSIONS)
+	$(PY) -m coursetools.assign grade $(CHAPTER) $(SUBMISSIONS) $(if $(JOBS),--jobs $(JOBS)) \
+	  $(if $(ROSTER),--roster $(ROSTER)) $(if $(filter 1 yes true,$(UNSAFE_NO_SANDBOX)),--unsafe-no-sandbox)
 
-## make bench: notebook times and memory, build time, page weight, against budgets
+## make bench: notebook times and memory, build time, page weight, grading throughput, against budgets
 bench: $(STAMP)
 	$(PY) -m coursetools.bench
 
@@ -100,12 +102,14 @@ student-repo: $(STAMP)
 clean:
 	rm -rf _build $(REGENERABLE)
 
-## make clean-grades CONFIRM=yes: delete every grade, gradebook and feedback under dist/ (cannot be undone)
+## make clean-grades CONFIRM=yes: delete all grading state under dist/, its secret too (cannot be undone)
 clean-grades:
 	@if [ "$(CONFIRM)" != yes ]; then \
-	  echo "make clean-grades deletes all grading state under dist/ (gradebook, grades, feedback)."; \
+	  echo "make clean-grades deletes all grading state under dist/ (results, adjustments, grades,"; \
+	  echo "feedback, the grading secret, nbgrader's database)."; \
 	  echo "Nothing deleted. To delete it: make clean-grades CONFIRM=yes"; exit 2; fi
-	rm -rf dist/grading dist/gradebook.db dist/grades.csv dist/grades dist/submitted dist/autograded dist/feedback
+	rm -rf dist/grading dist/nbgrader.db dist/gradebook.db dist/grades.csv dist/grades dist/submitted \
+	  dist/autograded dist/feedback
 
 ## make clean-venv: remove .venv (the next command makes it again, with PYTHON=... if given)
 clean-venv:

@@ -1,43 +1,44 @@
-"""Release and grade the chapters' exercises with nbgrader: the glue behind `make release` and `make grade`.
+"""Release and grade the chapters' exercises: the commands behind `make release` and `make grade`.
 
-    python -m coursetools.assign release [CHAPTER]
-    python -m coursetools.assign grade CHAPTER SUBMISSIONS_DIR
+    python -m coursetools.assign release [CHAPTER] [--transform MODULE:FUNCTION]
+    python -m coursetools.assign grade CHAPTER SUBMISSIONS_DIR [--jobs N] [--roster FILE] ...
+    python -m coursetools.assign report CHAPTER [--roster FILE]   (remake grades.csv, grading nothing)
     python -m coursetools.assign stats      (points and estimated time per chapter)
 
-nbgrader (configured by ``nbgrader_config.py``) does the work: ``generate_assignment`` strips the
-solutions and hidden tests, ``autograde`` runs the submissions, ``generate_feedback`` writes the HTML.
-This module only finds the chapters, checks that a release leaks nothing, sorts the handed-in files by
-student, runs nbgrader once per student in a throw-away copy of the course, and writes the scores.
+Release: nbgrader's ``generate_assignment`` strips the solutions and hidden tests (this module checks
+before and after that nothing leaks). Grading does not use nbgrader: each handed-in notebook is a
+pure job (:mod:`coursetools.judge`) that runs the student's code in a bubblewrap sandbox
+(:mod:`coursetools.sandbox`, :mod:`coursetools.harvest`) and decides the scores outside it, from
+plain data; the results, the instructor's adjustments and the feedback live under ``dist/grading/``
+(:mod:`coursetools.gradebook`, :mod:`coursetools.feedback`). See ``book/instructors.md``.
 """
 
 import argparse
-import csv
 import html
+import importlib
 import json
 import os
 import re
-import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["chapters", "release", "check_source", "check_release", "sort_submissions", "precheck", "grade", "stats",
-           "StatsTable", "main"]
+__all__ = ["chapters", "release", "check_source", "check_release", "sort_submissions", "precheck", "grade",
+           "report", "stats", "StatsTable", "Row", "AssignError", "main"]
 
 # A submission is named <student>_<notebook>.ipynb. The student id has no underscore, so the first
 # underscore separates it from the notebook's name (which may contain underscores).
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*")
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-STUDENT_TIMEOUT = 900  # seconds of wall clock for one student's autograde (all their notebooks)
-_DB_LOCK = threading.Lock()  # students graded in parallel write to dist/gradebook.db one at a time
+STUDENT_TIMEOUT = 600  # seconds of wall clock for one notebook of one student, reruns included
+CELL_TIMEOUT = 60  # seconds for one cell of a student's exercises
 MAX_NOTEBOOK_BYTES = 50_000_000  # a handed-in file larger than this is not graded
-MAX_OUTPUT_CHARS = 20_000  # a longer printout in the autograded notebook is cut (nbgrader cuts lines only)
 
 
 class AssignError(Exception):
@@ -193,9 +194,6 @@ def _kill_tree(pid):
     psutil.wait_procs(procs, timeout=10)
 
 
-KERNEL_START_FAILED = re.compile(r"Kernel didn't respond in \d+ seconds|Kernel died before replying to kernel_info")
-
-
 def nbgrader(args, cwd, timeout=None):
     """Run ``nbgrader ARGS`` in the folder ``cwd`` (which holds nbgrader_config.py); never raises."""
     # nbgrader calls the `alembic` command of its environment: put this Python's bin/ first on PATH
@@ -275,8 +273,37 @@ def check_release(root, chapter):
     return released
 
 
-def release(chapter=None, root=".", out=None):
-    """Make the student release of ``chapter`` (all chapters if None) under dist/release/. Returns seconds."""
+def _load_transform(spec):
+    """``module:function`` -> the function (for ``--transform``)."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise AssignError(f"--transform {spec!r}: expected MODULE:FUNCTION")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise AssignError(f"--transform {spec!r}: {err}") from None
+
+
+def _apply_transform(transform, folder):
+    """Apply ``transform(notebook_dict, path)`` to each released notebook; it returns the new dict (or None)."""
+    for path in sorted(folder.glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        before = [(c.get("id"), c.get("cell_type"), _nbgrader(c)) for c in nb["cells"]]
+        new = transform(nb, path)
+        nb = nb if new is None else new
+        after = [(c.get("id"), c.get("cell_type"), _nbgrader(c)) for c in nb["cells"]]
+        if after != before:
+            raise AssignError(f"the release transform changed the cells of {path.name} (ids, types or nbgrader "
+                              "metadata); it may change their text only")
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def release(chapter=None, root=".", out=None, transform=None):
+    """Make the student release of ``chapter`` (all chapters if None) under dist/release/. Returns seconds.
+
+    ``transform(notebook_dict, path)``, if given, is applied to each released notebook (for example to
+    turn MyST roles into plain text); it may change the text of cells, not their ids, types or metadata.
+    """
     out = out or sys.stdout
     root = Path(root).resolve()
     names = [chapter] if chapter else chapters(root)
@@ -288,10 +315,12 @@ def release(chapter=None, root=".", out=None):
         if not (root / "book" / name).is_dir() or name not in chapters(root):
             raise AssignError(f"{name!r} is not a chapter with exercises; chapters: {', '.join(chapters(root))}")
         check_source(root, name)
-        run = nbgrader(["generate_assignment", name, "--force"], cwd=root)
+        run = nbgrader(["generate_assignment", name, "--force", "--no-db"], cwd=root)
         log = run.save(root / "dist" / "logs" / f"release-{name}.log")
         if run.returncode != 0:
             raise AssignError(f"nbgrader generate_assignment {name} failed: {run.error()} (log: {log})")
+        if transform is not None:
+            _apply_transform(transform, root / "dist" / "release" / name)
         released = check_release(root, name)
         times[name] = run.seconds
         print(f"released {name}: {len(released)} notebook(s) in dist/release/{name}/ ({run.seconds:.1f} s)", file=out)
@@ -305,14 +334,23 @@ def sort_submissions(folder, notebook_names, ungraded=()):
     """Split the files of ``folder`` into {student: {notebook: path}} and [(path, reason)] rejected.
 
     ``notebook_names`` are the chapter's notebooks with exercises; ``ungraded`` those without any.
+    Only regular files count: a symbolic link (which could point at any file of the grader's machine),
+    a folder or a device is rejected by name.
     """
     accepted, rejected = {}, []
     expected = ", ".join(f"<student>_{n}.ipynb" for n in notebook_names)
     for path in sorted(Path(folder).iterdir()):
         if path.name.startswith("."):
             continue
-        if not path.is_file():
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            rejected.append((path, "is a symbolic link, not a file: hand in the notebook file itself"))
+            continue
+        if stat.S_ISDIR(mode):
             rejected.append((path, "is a folder; put the .ipynb files directly in the submissions folder"))
+            continue
+        if not stat.S_ISREG(mode):
+            rejected.append((path, "is not a regular file"))
             continue
         student, sep, rest = path.name.partition("_")
         if path.suffix != ".ipynb" or not sep:
@@ -328,27 +366,33 @@ def sort_submissions(folder, notebook_names, ungraded=()):
     return accepted, rejected
 
 
-def precheck(path):
-    """None if nbgrader can take the file, else why not (not JSON, not a notebook, no exercise cells)."""
-    import nbformat
+def read_file(path, limit=MAX_NOTEBOOK_BYTES):
+    """The bytes of a regular file, never following a symbolic link; at most ``limit`` + 1 bytes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
-    size = Path(path).stat().st_size
-    if size > MAX_NOTEBOOK_BYTES:
-        return f"the file is too large to be a notebook of this course ({size / 1e6:.0f} MB)"
+
+def precheck(path):
+    """None if the file can be graded, else why not (too large, not JSON, not a notebook, no code)."""
+    from .judge import read_submission
+
     try:
-        raw = json.loads(Path(path).read_bytes())
-    except (ValueError, UnicodeDecodeError) as err:
-        return f"the file is not a notebook (not valid JSON: {err})"
-    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
-        return "the file is JSON but not a notebook (it has no list of cells)"
-    try:
-        nb = nbformat.reads(json.dumps(raw), as_version=4)
-        nbformat.validate(nb)
-    except Exception as err:  # nbformat raises several kinds of errors for malformed notebooks
-        return f"the notebook is malformed ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
-    if not any(_nbgrader(c).get("grade_id") for c in nb.cells):
-        return "the notebook has none of the exercise cells (was the wrong file handed in?)"
-    return None
+        data = read_file(path)
+    except OSError as err:
+        return f"the file could not be read ({err})"
+    return read_submission(data)[1]
 
 
 # ---------------------------------------------------------------- grading
@@ -360,246 +404,52 @@ class Row:
 
     student: str
     notebook: str
-    scores: dict = field(default_factory=dict)  # grade_id -> points
+    scores: dict = field(default_factory=dict)  # grade_id -> points (clamped)
     max_score: float = 0.0
     status: str = "graded"
     notes: list = field(default_factory=list)
-
-    @property
-    def total(self):
-        return sum(self.scores.values())
-
-
-def _grade_cells(db_url, chapter):
-    """{notebook: {grade_id: max points}} for the chapter, from the gradebook, in notebook order."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(db_url) as gb:
-        assignment = gb.find_assignment(chapter)
-        return {
-            nb.name: {cell.name: float(cell.max_score) for cell in sorted(nb.grade_cells, key=_cell_order(nb))}
-            for nb in assignment.notebooks
-        }
+    auto: float = 0.0
+    adjustment: float = 0.0
+    total: float = 0.0
 
 
-def _known_ids(db_url, chapter):
-    """{notebook: the grade_ids of all its nbgrader cells} (solution, test and task cells)."""
-    from nbgrader.api import Gradebook
+def release_plan(root, chapter, out=None):
+    """{notebook: (release notebook dict, {grade_id: points})} of a released chapter (released first if needed).
 
-    with Gradebook(db_url) as gb:
-        return {nb.name: {c.name for c in nb.source_cells} for nb in gb.find_assignment(chapter).notebooks}
-
-
-def _without_unknown_ids(path, dest, known):
-    """Copy a submission, turning cells with a grade_id the gradebook does not know into ordinary cells.
-
-    nbgrader 0.9.6 drops such a grade_id but keeps the cell's other nbgrader metadata, then fails with
-    KeyError('grade_id'); as ordinary cells they run as the student's code and earn nothing.
+    Raises AssignError when the release is missing and cannot be made, breaks the grading contract, or
+    no longer matches the source notebooks' test cells and points (then: release again).
     """
-    nb = json.loads(Path(path).read_text(encoding="utf-8"))
-    unknown = []
-    for cell in nb["cells"]:
-        grade_id = _nbgrader(cell).get("grade_id")
-        if "nbgrader" in cell.get("metadata", {}) and grade_id not in known:
-            unknown.append(str(grade_id))
-            del cell["metadata"]["nbgrader"]
-    Path(dest).write_text(json.dumps(nb), encoding="utf-8")
-    return unknown
+    from . import plan as planner
 
-
-def _cell_order(nb):
-    order = {c.name: i for i, c in enumerate(nb.source_cells)}
-    return lambda cell: order.get(cell.name, 0)
-
-
-def _cap_outputs(path):
-    """Cut very long text outputs in an autograded notebook (nbgrader's LimitOutput counts lines only)."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    changed = False
-    for cell in nb.get("cells", []):
-        for output in cell.get("outputs", []):
-            text = output.get("text")
-            if text is not None and len("".join(text)) > MAX_OUTPUT_CHARS:
-                output["text"] = "".join(text)[:MAX_OUTPUT_CHARS] + "\n... output truncated by the grader ...\n"
-                changed = True
-    if changed:
-        path.chmod(0o644)
-        path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
-    return changed
-
-
-def _notes_from_autograded(path, cells):
-    """What went wrong, in words, from the executed notebook: failing tests, timeouts, long output."""
-    notes = []
-    try:
+    root = Path(root)
+    folder = root / "dist" / "release" / chapter
+    if not folder.is_dir() or not any(folder.glob("*.ipynb")):
+        if chapter not in chapters(root):
+            raise AssignError(f"{chapter!r} is not a released chapter with exercises; chapters: "
+                              f"{', '.join(chapters(root)) or 'none under book/'}")  # fmt: skip
+        print(f"{chapter} has not been released yet: releasing it first", file=out or sys.stdout)
+        release(chapter, root, out)
+    found = {}
+    for path in sorted(folder.glob("*.ipynb")):
         nb = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return ["the autograded notebook could not be read"]
-    for cell in nb.get("cells", []):
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        grade_id = _nbgrader(cell).get("grade_id")
-        for err in errors:
-            if err.get("ename") == "CellTimeoutError":
-                notes.append("a cell ran longer than the time limit per cell and was stopped")
-            elif grade_id in cells:
-                message = " ".join(str(err.get("evalue", "")).split())[:200]
-                notes.append(f"{grade_id}: {err.get('ename')}{': ' + message if message else ''}")
-    return list(dict.fromkeys(notes))
+        cells = planner.release_cells(nb)
+        try:
+            planner.check_release(cells, f"dist/release/{chapter}/{path.name}")
+        except planner.PlanError as err:
+            raise AssignError(f"{err} (see 'Changing or adding exercises' in book/instructors.md)") from None
+        tests = planner.test_cells(cells)
+        source = root / "book" / chapter / path.name
+        if source.exists():
+            src_tests = planner.test_cells(planner.release_cells(json.loads(source.read_text(encoding="utf-8"))))
+            if src_tests != tests:
+                raise AssignError(f"the test cells or points of book/{chapter}/{path.name} changed since the release "
+                                  f"({src_tests} now, {tests} released): run `make release CHAPTER={chapter}` "
+                                  "again (and tell the students)")  # fmt: skip
+        found[path.stem] = (nb, tests)
+    return found
 
 
-def _write_invalid_feedback(folder, notebook, reason):
-    folder.mkdir(parents=True, exist_ok=True)
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(notebook)}</title></head>"
-        f"<body><h1>{html.escape(notebook)}: score 0</h1><p>Your file could not be graded: "
-        f"{html.escape(reason)}.</p><p>Hand in the notebook file (.ipynb) you worked in, saved from "
-        f"Jupyter, with its exercise cells.</p></body></html>"
-    )
-    (folder / f"{notebook}.html").write_text(page, encoding="utf-8")
-
-
-def _sandbox(root, chapter, student, files, known, tmp):
-    """A throw-away course: config, gradebook, release and the student's files, but no source notebooks."""
-    shutil.copy2(root / "nbgrader_config.py", tmp / "nbgrader_config.py")
-    (tmp / "dist").mkdir()
-    shutil.copy2(root / "dist" / "gradebook.db", tmp / "dist" / "gradebook.db")
-    shutil.copytree(root / "dist" / "release" / chapter, tmp / "dist" / "release" / chapter)
-    # nbgrader copies the source folder's other files next to the notebooks; the release has the same ones
-    release = root / "dist" / "release" / chapter
-    shutil.copytree(release, tmp / "book" / chapter, ignore=shutil.ignore_patterns("*.ipynb"))
-    submitted = tmp / "dist" / "submitted" / student / chapter
-    submitted.mkdir(parents=True)
-    return {name: _without_unknown_ids(path, submitted / f"{name}.ipynb", known[name]) for name, path in files.items()}
-
-
-def _files(folder):
-    """The files under ``folder``, as relative POSIX paths."""
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-
-
-def _copy_back(src, dest):
-    if dest.exists():
-        shutil.rmtree(dest)
-    if src.exists():
-        shutil.copytree(src, dest)
-        for p in [dest, *dest.rglob("*")]:
-            p.chmod(0o755 if p.is_dir() else 0o644)
-
-
-def grade_student(root, chapter, student, files, cells, known, cell_timeout=None, student_timeout=STUDENT_TIMEOUT):
-    """Autograde one student's notebooks in a sandbox; return one Row per notebook of the chapter."""
-    from nbgrader.api import Gradebook
-
-    rows = {nb: Row(student, nb, max_score=sum(c.values())) for nb, c in cells.items()}
-    submitted = root / "dist" / "submitted" / student / chapter
-    if submitted.exists():
-        shutil.rmtree(submitted)
-    submitted.mkdir(parents=True)
-    good = {}
-    for nb, row in rows.items():
-        if nb not in files:
-            row.status, row.notes = "missing", ["no file handed in for this notebook"]
-            continue
-        shutil.copyfile(files[nb], submitted / f"{nb}.ipynb")  # a copy: the submissions folder is read only
-        reason = precheck(files[nb])
-        if reason:
-            row.status, row.notes = "invalid", [f"{files[nb].name}: {reason}"]
-        else:
-            good[nb] = files[nb]
-            found = {_nbgrader(c).get("grade_id") for c in _cells(files[nb])}
-            lost = [g for g in cells[nb] if g not in found]
-            if lost:
-                row.notes.append("test cells deleted or renamed, put back by the grader: " + ", ".join(lost))
-
-    feedback = root / "dist" / "feedback" / student / chapter
-    autograded = root / "dist" / "autograded" / student / chapter
-    for dest in (feedback, autograded):
-        if dest.exists():
-            shutil.rmtree(dest)
-    if good:
-        extra = [f"--Execute.timeout={cell_timeout}"] if cell_timeout else []
-        with tempfile.TemporaryDirectory(prefix="gradflow-grade-") as tmp:
-            tmp = Path(tmp)
-            for nb, unknown in _sandbox(root, chapter, student, good, known, tmp).items():
-                if unknown:
-                    rows[nb].notes.append("cells with unknown grade ids run as ordinary cells: " + ", ".join(unknown))
-            before = _files(tmp)
-            run = nbgrader(["autograde", chapter, f"--student={student}", "--force", *extra], tmp, student_timeout)
-            if run.returncode != 0 and not run.timed_out and KERNEL_START_FAILED.search(run.log):
-                # the kernel never started (a loaded machine): nothing of the student's ran; try once more
-                run = nbgrader(["autograde", chapter, f"--student={student}", "--force", *extra], tmp, student_timeout)
-            run.save(root / "dist" / "logs" / f"autograde-{chapter}-{student}.log")
-            for nb in good:
-                path = tmp / "dist" / "autograded" / student / chapter / f"{nb}.ipynb"
-                if path.exists() and _cap_outputs(path):
-                    rows[nb].notes.append(f"printed more than {MAX_OUTPUT_CHARS} characters in a cell (cut)")
-            strays = sorted(p for p in _files(tmp) - before if not p.startswith(("dist/autograded/", "dist/feedback/")))
-            if strays:
-                for nb in good:
-                    shown = ", ".join(strays[:5]) + (" ..." if len(strays) > 5 else "")
-                    rows[nb].notes.append(f"wrote files outside its folder (discarded): {shown}")
-            if run.returncode == 0 and not run.timed_out:
-                _copy_back(tmp / "dist" / "autograded" / student / chapter, autograded)
-            for nb in good:
-                row = rows[nb]
-                if run.timed_out:
-                    row.status = "timeout"
-                    row.notes.append(f"grading stopped after the {student_timeout} s limit per student; scored 0")
-                    continue
-                if run.returncode != 0:
-                    row.status = "error"
-                    row.notes.append("nbgrader could not grade it: " + run.error())
-                    continue
-                try:
-                    with warnings.catch_warnings(), Gradebook(f"sqlite:///{tmp / 'dist' / 'gradebook.db'}") as gb:
-                        warnings.simplefilter("ignore")
-                        for g in gb.find_submission_notebook(nb, chapter, student).grades:
-                            row.scores[g.name] = float(g.score or 0.0)
-                except Exception as err:  # a submission may have damaged its copy of the gradebook
-                    row.status = "error"
-                    row.notes.append(f"the grades could not be read ({type(err).__name__}); scored 0")
-                    row.scores = {}
-                    continue
-                row.notes += _notes_from_autograded(autograded / f"{nb}.ipynb", cells[nb])
-    for nb, row in rows.items():
-        row.scores = {g: row.scores.get(g, 0.0) for g in cells[nb]}
-    _save_to_gradebook(root, chapter, student, rows)
-    return list(rows.values())
-
-
-def _save_to_gradebook(root, chapter, student, rows):
-    """Record the scores in dist/gradebook.db (what nbgrader's formgrader and `nbgrader export` read)."""
-    from nbgrader.api import Gradebook
-
-    with _DB_LOCK, warnings.catch_warnings(), Gradebook(f"sqlite:///{root / 'dist' / 'gradebook.db'}") as gb:
-        warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy "not in session" warnings
-        gb.update_or_create_student(student)
-        submission = gb.update_or_create_submission(chapter, student)
-        for nb in submission.notebooks:
-            for g in nb.grades:
-                g.auto_score = rows[nb.name].scores.get(g.name, 0.0) if nb.name in rows else 0.0
-                g.needs_manual_grade = False
-        gb.db.commit()
-
-
-def write_csv(path, chapter, rows, cells):
-    columns = [g for nb in cells.values() for g in nb]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["student", "chapter", "notebook", *columns, "total", "max", "status", "notes"])
-        for r in rows:
-            points = [_fmt(r.scores[g]) if g in r.scores else "" for g in columns]
-            w.writerow([r.student, chapter, r.notebook, *points, _fmt(r.total), _fmt(r.max_score), r.status,
-                        "; ".join(r.notes)])
-
-
-def _fmt(x):
-    return f"{x:g}"
-
-
-def summary(rows, rejected):
-    """A short text table of the grades, then the rejected files."""
+def _summary(rows, rejected):
     lines = [f"{'student':<16} {'notebook':<24} {'score':>11}  status", "-" * 64]
     for r in rows:
         score = f"{_fmt(r.total)} / {_fmt(r.max_score)}"
@@ -610,57 +460,121 @@ def summary(rows, rejected):
     return "\n".join(lines)
 
 
-def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=STUDENT_TIMEOUT, jobs=1, out=None):
-    """Grade every ``<student>_<notebook>.ipynb`` of ``submissions``; returns (rows, rejected)."""
+def _fmt(x):
+    return f"{x:g}"
+
+
+def _rows(book_rows):
+    return [Row(r["student"], r["notebook"], r["scores"], r["max"], r["status"], r["notes"], r["auto"],
+                r["adjustment"], r["total"]) for r in book_rows]  # fmt: skip
+
+
+def report(chapter, root=".", roster=None, out=None):
+    """Remake dist/grading/<chapter>/grades.csv from the results, adjustments.csv and the roster; return rows."""
+    from .gradebook import Gradebook, read_roster
+
+    out = out or sys.stdout
+    plans = release_plan(root, chapter, out)
+    book = Gradebook(Path(root).resolve(), chapter)
+    book.ensure_adjustments()
+    try:
+        rows = _rows(book.write_csv({nb: tests for nb, (_, tests) in plans.items() if tests},
+                                    read_roster(roster) if roster else ()))  # fmt: skip
+    except ValueError as err:
+        raise AssignError(str(err)) from None
+    return rows
+
+
+def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=None, jobs=None, out=None,
+          roster=None, unsafe=False, checkers=(), memory=None):
+    """Grade every ``<student>_<notebook>.ipynb`` of ``submissions``; returns (rows, rejected).
+
+    ``rows`` are the gradebook's rows of the students graded now and of the roster's. ``checkers`` are
+    modules (by name) that register exercises besides ``gradflow.checks``. ``unsafe`` grades without a
+    sandbox (only for submissions you trust). ``jobs`` notebooks are graded at a time (default: cores).
+    """
+    from gradflow.checks.exercise import load_registry
+
+    from . import feedback, judge, sandbox
+    from .gradebook import Gradebook, read_roster, secret
+
     out = out or sys.stdout
     root = Path(root).resolve()
     submissions = Path(submissions)
     if not submissions.is_dir():
         raise AssignError(f"submissions folder {submissions} does not exist")
-    db = root / "dist" / "gradebook.db"
-    try:  # grade against the release the students got, as recorded in the gradebook
-        cells = _grade_cells(f"sqlite:///{db}", chapter) if db.exists() else None
-    except Exception:  # nbgrader's MissingEntry: this chapter was never released
-        cells = None
-    if cells is None or not (root / "dist" / "release" / chapter).is_dir():
-        # a grading copy of the course may hold only nbgrader_config.py and dist/ (no book/): see instructors.md
-        if chapter not in chapters(root):
-            raise AssignError(f"{chapter!r} is not a released chapter with exercises; chapters: "
-                              f"{', '.join(chapters(root)) or 'none under book/'}")  # fmt: skip
-        print(f"{chapter} has not been released yet: releasing it first", file=out)
-        release(chapter, root, out)
-        cells = _grade_cells(f"sqlite:///{db}", chapter)
-    known = _known_ids(f"sqlite:///{db}", chapter)
-    ungraded = [nb for nb, c in cells.items() if not c]  # a notebook of the chapter without exercises
-    cells = {nb: c for nb, c in cells.items() if c}
-    accepted, rejected = sort_submissions(submissions, list(cells), ungraded)
+    roster_ids = read_roster(roster) if roster else []
+    ok, why = sandbox.available()
+    if not ok and not unsafe:
+        raise AssignError(f"no sandbox to run the students' code in: {why}. Grading without one would let a "
+                          "notebook read your solutions and change grades. Install bubblewrap, or grade on a "
+                          "Linux machine (see book/instructors.md); only for notebooks you trust, pass "
+                          "--unsafe-no-sandbox (make grade ... UNSAFE_NO_SANDBOX=1)")  # fmt: skip
+    plans = release_plan(root, chapter, out)
+    graded_notebooks = {nb: tests for nb, (_, tests) in plans.items() if tests}
+    ungraded = [nb for nb, (_, tests) in plans.items() if not tests]
+    registry = load_registry(("gradflow.checks", *checkers))
+    unknown = [g for tests in graded_notebooks.values() for g in tests if g not in registry]
+    if unknown:
+        print(f"warning: the course's checkers do not know the test cells {', '.join(unknown)}: they cannot be "
+              "graded (status 'error'); their chapter's checkers must register them", file=sys.stderr)
+    accepted, rejected = sort_submissions(submissions, list(graded_notebooks), ungraded)
     for path, reason in rejected:
         print(f"rejected {path}: {reason}", file=sys.stderr)
+    book = Gradebook(root, chapter)
+    book.ensure_adjustments()
+    key = secret(root)
+    limits = sandbox.Limits(cell_timeout=float(cell_timeout or CELL_TIMEOUT),
+                            total_timeout=float(student_timeout or STUDENT_TIMEOUT),
+                            **({"memory": int(memory)} if memory else {}))  # fmt: skip
+    jobs = max(1, int(jobs or os.cpu_count() or 1))
+    slots = sandbox.Slots(jobs)
+    todo = [(student, nb, path) for student in sorted(accepted) for nb, path in sorted(accepted[student].items())]
+    log_lines, lock = [], threading.Lock()
+    extra = [m for m in checkers if m.split(".")[0] != "gradflow"]
+    started = time.monotonic()
 
-    def one(student):
-        start = time.monotonic()
-        result = grade_student(root, chapter, student, accepted[student], cells, known, cell_timeout, student_timeout)
-        print(f"graded {student} ({time.monotonic() - start:.1f} s)", file=out, flush=True)
+    def one(job):
+        student, nb, path = job
+        t0 = time.monotonic()
+        try:
+            data = read_file(path)
+        except OSError as err:
+            data = b""
+            print(f"could not read {path}: {err}", file=sys.stderr)
+        with slots.borrow() as uid:
+            result = judge.grade_notebook(plans[nb][0], data, chapter=chapter, notebook=nb, student=student,
+                                          secret=key, registry=registry, runtime=runtime.path, limits=limits,
+                                          uid=uid, unsafe=unsafe)  # fmt: skip
+        if unsafe:
+            result["staff_notes"] = ["graded WITHOUT a sandbox (--unsafe-no-sandbox)"] + result["staff_notes"]
+        book.save(result)
+        submission, _ = judge.read_submission(data) if data else (None, None)
+        feedback.write(book.folder / "feedback" / student / f"{nb}.html", result, submission, plans[nb][0])
+        line = (f"graded {student} {nb}: {_fmt(result['total'])} / {_fmt(result['max'])} {result['status']} "
+                f"({time.monotonic() - t0:.1f} s)")
+        with lock:
+            log_lines.append(line)
+            print(line, file=out, flush=True)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # each student is its own nbgrader process
-        rows = [row for result in pool.map(one, sorted(accepted)) for row in result]
-    if accepted:
-        # the HTML feedback of every autograded student, in one nbgrader run (it does not run student code)
-        fb = nbgrader(["generate_feedback", chapter, "--force"], root, STUDENT_TIMEOUT)
-        fb.save(root / "dist" / "logs" / f"feedback-{chapter}.log")
-        if fb.returncode != 0:
-            print(f"warning: nbgrader generate_feedback reported an error: {fb.error()}", file=sys.stderr)
-        for r in rows:
-            page = root / "dist" / "feedback" / r.student / chapter / f"{r.notebook}.html"
-            if r.status in ("invalid", "error", "timeout"):
-                _write_invalid_feedback(page.parent, r.notebook, "; ".join(r.notes))
-            elif r.status == "graded" and not page.exists():
-                r.notes.append("no feedback page was made")
-    write_csv(root / "dist" / "grades.csv", chapter, rows, cells)
-    write_csv(root / "dist" / "grades" / f"{chapter}.csv", chapter, rows, cells)
-    print(summary(rows, rejected), file=out)
-    print(f"\nwrote dist/grades.csv and dist/feedback/<student>/{chapter}/ ({len(accepted)} student(s))", file=out)
+    with sandbox.Runtime(extra) as runtime, ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, todo))
+    seconds = time.monotonic() - started
+    (book.folder / "logs").mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (book.folder / "logs" / f"grade-{stamp}.log").write_text(
+        "\n".join(log_lines + [f"REJECTED {p}: {r}" for p, r in rejected]) + "\n", encoding="utf-8")
+    try:
+        all_rows = _rows(book.write_csv(graded_notebooks, roster_ids))
+    except ValueError as err:
+        raise AssignError(str(err)) from None
+    now = set(accepted) | set(roster_ids)
+    rows = [r for r in all_rows if r.student in now]
+    print(_summary(rows, rejected), file=out)
+    rel = book.folder.relative_to(root)
+    print(f"\ngraded {len(todo)} notebook(s) of {len(accepted)} student(s) in {seconds:.1f} s with {jobs} job(s); "
+          f"wrote {rel}/grades.csv and {rel}/feedback/<student>/", file=out)  # fmt: skip
     return rows, rejected
 
 
@@ -673,12 +587,22 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("release", help="make the student release of one chapter (default: all)")
     p.add_argument("chapter", nargs="?", default=None)
+    p.add_argument("--transform", default=None, help="MODULE:FUNCTION applied to each released notebook")
     p = sub.add_parser("grade", help="grade a folder of <student>_<notebook>.ipynb files")
     p.add_argument("chapter")
     p.add_argument("submissions")
-    p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: nbgrader_config.py)")
-    p.add_argument("--student-timeout", type=int, default=STUDENT_TIMEOUT, help="seconds per student (wall clock)")
-    p.add_argument("--jobs", type=int, default=1, help="students graded at the same time (default 1)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at the same time (default: cores)")
+    p.add_argument("--roster", default=None, help="a file of student ids: those who handed nothing in get 0")
+    p.add_argument("--cell-timeout", type=int, default=None, help=f"seconds per cell (default {CELL_TIMEOUT})")
+    p.add_argument("--student-timeout", type=int, default=None,
+                   help=f"seconds per notebook, reruns included (default {STUDENT_TIMEOUT})")
+    p.add_argument("--memory-gb", type=float, default=None, help="memory of one sandbox (default 2)")
+    p.add_argument("--checkers", nargs="*", default=(), help="modules that register exercises (besides gradflow)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="grade without a sandbox where bubblewrap cannot run: only for notebooks you trust")
+    p = sub.add_parser("report", help="remake grades.csv from the results and adjustments.csv, grading nothing")
+    p.add_argument("chapter")
+    p.add_argument("--roster", default=None)
     sub.add_parser("stats", help="points, exercises and estimated time per chapter")
     args = parser.parse_args(argv)
     if not (Path(args.root) / "nbgrader_config.py").exists():
@@ -687,9 +611,15 @@ def main(argv=None):
         if args.command == "stats":
             print(StatsTable(args.root))
         elif args.command == "release":
-            release(args.chapter or None, args.root)
+            release(args.chapter or None, args.root, transform=_load_transform(args.transform) if args.transform
+                    else None)  # fmt: skip
+        elif args.command == "report":
+            rows = report(args.chapter, args.root, args.roster)
+            print(_summary(rows, []))
         else:
-            grade(args.chapter, args.submissions, args.root, args.cell_timeout, args.student_timeout, args.jobs)
+            grade(args.chapter, args.submissions, args.root, args.cell_timeout, args.student_timeout, args.jobs,
+                  roster=args.roster, unsafe=args.unsafe_no_sandbox, checkers=tuple(args.checkers),
+                  memory=args.memory_gb * 1e9 if args.memory_gb else None)  # fmt: skip
     except AssignError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -706,6 +706,7 @@ def _parser():
     p.add_argument("--out", type=Path, default=None, help="where bench.json and bench.md go (default _build)")
     p.add_argument("--no-page", action="store_true", help="do not rewrite the table in book/benchmark.md")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell before a notebook fails")
+    p.add_argument("--no-grading", action="store_true", help="skip the grading leg (coursetools.gradebench)")
     return p
 
 
@@ -736,6 +737,11 @@ def main(argv=None):
     }
     log(f"{len(notebooks)} notebook(s), {runs} run(s) each, plus the floor")
     report["floor"], report["notebooks"] = measure(notebooks, root, runs, args.timeout, log)
+    grading = None  # the grading leg (coursetools.gradebench): full runs over the whole book only
+    if not (args.smoke or args.no_grading or args.notebooks is not None):
+        from . import gradebench
+
+        grading = report["grading"] = gradebench.measure(root, log=log)
 
     site, tmp = args.site, None
     if args.smoke or args.no_build or args.site is not None:
@@ -771,14 +777,30 @@ def main(argv=None):
 
     evaluate(report)
     table = render_markdown(report)
+    grading_table = ""
+    if grading is not None:
+        from . import gradebench
+
+        grading_table = gradebench.render(grading, f" on {report['machine']['cores']} cores")
+        if not grading.get("skipped"):
+            report["exceeded"] += [f"grading: {k}" for k, ok in grading["within_budget"].items() if not ok]
+            report["passed"] = report["passed"] and all(grading["within_budget"].values())
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    (out / "bench.md").write_text("# Benchmark: what learners and maintainers wait for\n\n" + table, encoding="utf-8")
+    (out / "bench.md").write_text("# Benchmark: what learners and maintainers wait for\n\n" + table
+                                  + ("\n" + grading_table if grading_table else ""), encoding="utf-8")
     print(table)
+    if grading_table:
+        print(grading_table)
     log(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     if not (args.smoke or args.no_page or args.notebooks is not None):
         if update_page(root / "book" / "benchmark.md", table):
             log("updated the table in book/benchmark.md")
+        if grading is not None and not grading.get("skipped"):
+            from . import gradebench
+
+            if gradebench.update_page(root / "book" / "benchmark.md", grading_table):
+                log("updated the grading table in book/benchmark.md")
     if report["errors"]:
         return 2
     if report["exceeded"] and report["enforced"]:

@@ -1,12 +1,12 @@
 """Chapter 2 helpers: the experiments behind the residual block, as small seeded functions.
 
+(The exact gradient of a stack and its paths are chapter 3's: :mod:`gradflow.flow`.)
+
 The networks are :func:`gradflow.nets.mlp` MLPs (pre-activation blocks ``h' = h + a F(h)``,
 ``F(h) = W act(norm(h)) + b``). Training runs are cached with :func:`functools.lru_cache`, so a
 figure and an explorer that ask for the same run train it once.
 """
 
-import itertools
-import math
 from collections import namedtuple
 from functools import cache, lru_cache
 
@@ -23,9 +23,6 @@ __all__ = [
     "identity_fit",
     "second_moments",
     "variance_theory",
-    "subsets",
-    "path_counts",
-    "path_product",
 ]
 
 Run = namedtuple("Run", "losses grad_norms train_acc test_acc")
@@ -40,9 +37,10 @@ def _digits(seed):
 def digits_run(depth, residual, norm="batch", branch_scale=1.0, width=32, steps=300, lr=0.05, seed=0):
     """Train a He-initialised digits MLP with SGD; return a :data:`Run` (cached; tuples, not tensors).
 
-    ``grad_norms`` are the per-layer ``||dL/dW||`` at initialisation (:func:`~gradflow.nets.weight_grad_norms`).
+    ``seed`` draws the train/test split, the weights and the minibatches. ``grad_norms`` are the
+    per-layer ``||dL/dW||`` at initialisation (:func:`~gradflow.nets.weight_grad_norms`).
     """
-    X, y, X_test, y_test = _digits(0)
+    X, y, X_test, y_test = _digits(seed)
     net = mlp(depth, width=width, norm=norm, residual=residual, branch_scale=branch_scale, init="he", seed=seed)
     grad_norms = tuple(weight_grad_norms(net, X, y).tolist())
     losses = tuple(train(net, X, y, steps=steps, lr=lr, batch_size=64, seed=seed))
@@ -93,21 +91,3 @@ def variance_theory(depth, branch_scale=1.0, q0=1.0, norm=None):
     for _ in range(depth):
         q.append(q[-1] + branch_scale**2 if norm == "batch" else q[-1] * (1 + branch_scale**2))
     return torch.tensor(q, dtype=torch.float64)
-
-
-def subsets(n):
-    """All subsets of ``range(n)`` as sorted tuples: the ``2^n`` paths through ``n`` residual blocks."""
-    return [tuple(i for i in range(n) if keep[i]) for keep in itertools.product((False, True), repeat=n)]
-
-
-def path_counts(n):
-    """Number of paths through ``n`` blocks that pass through ``k`` branches, ``k = 0..n``: ``C(n, k)``."""
-    return [math.comb(n, k) for k in range(n + 1)]
-
-
-def path_product(jacobians, path):
-    """Product ``J_{i_m} ... J_{i_1}`` of the branch Jacobians on ``path`` (identity for the empty path)."""
-    out = torch.eye(jacobians[0].shape[0], dtype=jacobians[0].dtype)
-    for i in path:
-        out = jacobians[i] @ out
-    return out

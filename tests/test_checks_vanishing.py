@@ -36,6 +36,7 @@ def test_sigmoid_derivative_accepts(fn):
 @pytest.mark.parametrize("fn, words", [
     (lambda z: z * (1 - z), "z(1 − z)"),
     (lambda z: torch.sigmoid(z), "σ(z) itself"),
+    (lambda z: torch.sigmoid(z.float()), "σ(z) itself"),  # in float32 too
     (lambda z: 1 - torch.sigmoid(z) ** 2, "tanh"),
     (lambda z: torch.exp(-z) / (1 + torch.exp(-z)), "squared"),
     (lambda z: sp_torch(z).reshape(-1), "shape (12,) for an input of shape (3, 4)"),
@@ -314,3 +315,10 @@ def test_judges_never_crash_on_junk(exercise):
     for junk in [None, "x", [1, 2, 3], {"__array__": [1.0], "dtype": "float64", "shape": [1]}, float("nan"),
                  [[1], [2, 3]], {"a": 1}, -1e308]:
         assert isinstance(exercise.verdict(cases, [junk] * len(cases)), str)
+
+
+def test_float32_answers_are_accepted_where_precision_does_not_matter():
+    ck.check_sigmoid_derivative(lambda z: sp_torch(z.float()))  # float32 out
+    ck.check_chain_grad(lambda w, b, x: chain_loop(w.float(), b.float(), float(x)))
+    ck.check_leaky_std(lambda n, a: np.float32(math.sqrt(2 / ((1 + a * a) * n))))
+    ck.check_window(lambda w: np.float32(window_closed(w)), np.float32(6.9), np.float32(0.4477))

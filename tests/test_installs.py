@@ -169,8 +169,8 @@ def _tree(tmp_path):
     files = ["_build/html/index.html", "_build/.doctrees/environment.pickle",
              "dist/release/01_vanishing/vanishing.ipynb", "dist/logs/release-01_vanishing.log",
              "dist/student-repo/README.md",
-             "dist/grading/gradebook.json", "dist/grading/adjustments.csv", "dist/grading/results/jdoe.json",
-             "dist/gradebook.db", "dist/grades.csv", "dist/grades/01_vanishing.csv",
+             "dist/grading/secret", "dist/grading/01_vanishing/adjustments.csv",
+             "dist/grading/01_vanishing/results/jdoe/vanishing.json", "dist/nbgrader.db", "dist/gradebook.db", "dist/grades.csv", "dist/grades/01_vanishing.csv",
              "dist/feedback/jdoe/01_vanishing/vanishing.html", "dist/submitted/jdoe/01_vanishing/vanishing.ipynb",
              "dist/autograded/jdoe/01_vanishing/vanishing.ipynb", "dist/notes-by-the-instructor.txt"]
     for f in files:
@@ -190,7 +190,7 @@ def test_make_clean_never_deletes_grades(tmp_path):
     assert run.returncode == 0, run.stderr
     kept = [f for f in files if not f.startswith(("_build/", "dist/release/", "dist/logs/", "dist/student-repo/"))]
     assert _left(tmp_path) == sorted(kept)
-    assert "dist/grading/gradebook.json" in kept and "dist/gradebook.db" in kept
+    assert "dist/grading/secret" in kept and "dist/nbgrader.db" in kept and "dist/gradebook.db" in kept
 
 
 def test_make_clean_grades_asks_first(tmp_path):
@@ -203,7 +203,7 @@ def test_make_clean_grades_asks_first(tmp_path):
     assert run.returncode == 0, run.stderr
     left = _left(tmp_path)
     assert not [f for f in left if f.startswith(("dist/grading", "dist/grade", "dist/feedback", "dist/submitted",
-                                                   "dist/autograded"))], left
+                                                   "dist/autograded", "dist/nbgrader"))], left
     assert "dist/notes-by-the-instructor.txt" in left and "dist/release/01_vanishing/vanishing.ipynb" in left
 
 

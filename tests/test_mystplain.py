@@ -17,10 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
-# Notebooks whose owners are rewriting their prompts (remove an entry when its fix has landed).
-PENDING = {"book/01_vanishing/vanishing.ipynb": "chapter 1's prompts still cite and reference equations with roles"}
-
-
 def exercise_prompts(nb):
     """The markdown cells of the section headed exactly "## Exercises" (up to the next H1 or H2)."""
     prompts, inside = [], False
@@ -44,9 +40,6 @@ def test_exercise_prompts_have_no_myst(path):
     nb = json.loads(path.read_text())
     found = {cell.get("id"): mystplain.find_myst("".join(cell["source"])) for cell in exercise_prompts(nb)}
     found = {k: v for k, v in found.items() if v}
-    rel = path.relative_to(ROOT).as_posix()
-    if found and rel in PENDING:
-        pytest.xfail(f"{PENDING[rel]}: {found}")
     assert not found, ("exercise prompts are read in Jupyter and Colab, where MyST shows as raw text; write "
                        f"'the product formula (1.2) above' or 'He et al. (2016)' instead: {found}")
 

@@ -2,7 +2,6 @@
 
 import itertools
 import math
-from collections import Counter
 
 import pytest
 import torch
@@ -42,29 +41,6 @@ def test_variance_growth_matches_theory_on_a_wide_net(kwargs, lo, hi):
     assert lo < rate < hi  # theory: 1 + a^2
 
 
-def test_subsets_and_path_counts():
-    assert R.subsets(0) == [()]
-    for n in range(6):
-        s = R.subsets(n)
-        assert len(s) == len(set(s)) == 2**n
-        assert all(list(p) == sorted(p) and set(p) <= set(range(n)) for p in s)
-        counts = Counter(len(p) for p in s)
-        assert [counts[k] for k in range(n + 1)] == R.path_counts(n)
-    assert R.path_counts(4) == [1, 4, 6, 4, 1]
-    assert sum(R.path_counts(54)) == 2**54
-
-
-def test_path_product_order_and_expansion():
-    g = torch.Generator().manual_seed(0)
-    Js = [torch.randn(3, 3, generator=g, dtype=torch.float64) for _ in range(4)]
-    assert torch.equal(R.path_product(Js, ()), torch.eye(3, dtype=torch.float64))
-    assert torch.allclose(R.path_product(Js, (0, 2, 3)), Js[3] @ Js[2] @ Js[0])
-    full = torch.eye(3, dtype=torch.float64)
-    for J in Js:
-        full = (torch.eye(3, dtype=torch.float64) + J) @ full
-    assert torch.allclose(sum(R.path_product(Js, p) for p in R.subsets(4)), full, atol=1e-12)
-
-
 def test_digits_run_is_seeded_and_cached():
     run = R.digits_run(3, True, steps=5)
     assert len(run.losses) == 5 and len(run.grad_norms) == 3 + 2
@@ -72,6 +48,8 @@ def test_digits_run_is_seeded_and_cached():
     again = R.digits_run.__wrapped__(3, True, steps=5)
     assert again.losses == run.losses and again.grad_norms == run.grad_norms
     assert 0.0 <= run.train_acc <= 1.0 and 0.0 <= run.test_acc <= 1.0
+    other = R.digits_run.__wrapped__(3, True, steps=5, seed=1)  # another split, weights and batches
+    assert other.losses != run.losses and other.grad_norms != run.grad_norms
 
 
 def test_identity_fit():
@@ -86,14 +64,14 @@ def test_identity_fit():
     assert math.isclose(plain[0], torch.nn.functional.mse_loss(stack(X), X).item(), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_degradation_claims_hold_for_three_seeds(seed):
-    """The claims chapter 2 makes (and asserts for seed 0) hold for seeds 0, 1 and 2."""
+@pytest.mark.parametrize("seed", [1, 2])
+def test_degradation_claims_hold_for_other_seeds(seed):
+    """The claims residual.ipynb asserts for its SEED hold for other seeds (split, weights and batches)."""
     depths = (4, 10, 20, 40)
     runs = {(d, s): R.digits_run(d, s, steps=120, seed=seed) for d in depths for s in (False, True)}
     plain = [R.tail_mean(runs[d, False].losses) for d in depths]
     assert all(a < b for a, b in itertools.pairwise(plain))
-    assert plain[0] < 0.15 and 1.5 < plain[-1] < math.log(10)
+    assert plain[0] < 0.15 and plain[-1] > 1.5
     assert all(R.tail_mean(runs[d, True].losses) < 0.15 for d in depths)
     assert runs[40, False].train_acc < 0.5 < 0.95 < runs[40, True].train_acc
     assert runs[40, False].test_acc < 0.5
@@ -101,21 +79,16 @@ def test_degradation_claims_hold_for_three_seeds(seed):
     assert min(g_plain) > min(g_res) and g_plain[0] / g_plain[-1] > 100
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_identity_and_explorer_claims_hold_for_three_seeds(seed):
+@pytest.mark.parametrize("seed", [1, 2])
+def test_identity_and_explorer_claims_hold_for_other_seeds(seed):
     plain = R.identity_fit(10, False, seed=seed)
     res = R.identity_fit(10, True, branch_scale=1 / math.sqrt(10), seed=seed)
     assert plain[-1] > 0.25 and res[-1] < 2 / 3 * plain[-1]
     assert res[-51] - res[-1] > 3 * (plain[-51] - plain[-1])
-    final = {(d, s, a): R.tail_mean(R.digits_run(d, s, norm=None, branch_scale=a, steps=120, lr=0.02,
-                                                  seed=seed).losses)
-             for d in (4, 12, 40) for s, a in ((False, 1.0), (True, 1.0), (True, 1 / math.sqrt(d)))}
+    runs = {(d, s, a): R.digits_run(d, s, norm=None, branch_scale=a, steps=120, lr=0.02, seed=seed)
+            for d in (4, 12, 40) for s, a in ((False, 1.0), (True, 1.0), (True, 1 / math.sqrt(d)))}
+    final = {key: R.tail_mean(run.losses) for key, run in runs.items()}
     assert all(final[d, True, 1 / math.sqrt(d)] < 0.2 for d in (4, 12, 40))
     assert final[40, False, 1.0] > 1.0 and not final[40, True, 1.0] < 2.0
-
-
-def test_itertools_free_enumeration_agrees():
-    """subsets(n) is the same set as an independent enumeration with itertools.combinations."""
-    n = 5
-    expected = {c for k in range(n + 1) for c in itertools.combinations(range(n), k)}
-    assert set(R.subsets(n)) == expected
+    g_plain = runs[40, False, 1.0].grad_norms
+    assert max(g_plain) / min(g_plain) < 30 and min(runs[40, True, 1.0].grad_norms) > 1e4

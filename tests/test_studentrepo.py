@@ -25,10 +25,6 @@ REF = repo.head_commit(ROOT) or "main"
 
 # Problems this test found that their owners are fixing (remove an entry when its fix has landed).
 PENDING = {
-    "01_vanishing/vanishing.ipynb, cell ch1-060: NameError": "issue 17 item 9: preset factor = None (chapter 1)",
-    "01_vanishing/vanishing.ipynb, cell ch1-066: NameError": "issue 17 item 9: preset best_w = None (chapter 1)",
-    "03_gradient_flow/gradient_flow.ipynb, cell b13a5c80: AssertionError":
-        "chapter 3 asserts a zero norm, which float64 norms (issue 12) made 1e-32: fixed on the ch23 branch",
 }
 
 

@@ -1,0 +1,235 @@
+"""The grading leg of the benchmark: how long `make grade` takes per student, and for a class.
+
+For a chapter whose exercises can all be graded (the first one, or ``--chapter``), a synthetic
+class of N correct submissions (copies of the chapter's source notebooks) is graded, as
+``make grade`` does (sandboxes, ``jobs`` at a time), for each N in ``ns`` (1, 8 and 64). The
+**floor** is a fresh Python process that imports the chapter's modules (the set-up cells of its
+notebooks and its checker modules), measured three times outside any sandbox, one thread, as the
+sandboxes run. Goals (issue 18): one student in at most twice the floor, and 300 students in at
+most 10 minutes (extrapolated from the largest class: seconds per student × 300).
+
+``python -m coursetools.bench`` runs it as part of a full run; ``python -m coursetools.gradebench``
+runs it alone. Either writes the table into ``book/benchmark.md`` between its markers.
+"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["BUDGETS", "ready_chapter", "floor_seconds", "measure", "render", "update_page", "main"]
+
+BUDGETS = {"grading_floor_ratio": 2.0, "grading_300_seconds": 600.0}
+CLASS = 300
+PAGE_BEGIN = "% BEGIN grading table: written by `python -m coursetools.gradebench`; do not edit by hand."
+PAGE_END = "% END grading table"
+
+
+def _graded_notebooks(root, chapter):
+    from . import plan
+
+    found = []
+    for path in sorted((Path(root) / "book" / chapter).glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        if plan.test_cells(plan.release_cells(nb)):
+            found.append((path, nb))
+    return found
+
+
+def ready_chapter(root, chapter=None, checkers=()):
+    """(chapter, None) for the first chapter (or ``chapter``) that can be graded, else (None, why not)."""
+    from gradflow.checks.exercise import load_registry
+
+    from . import assign, plan
+
+    registry = load_registry(("gradflow.checks", *checkers))
+    reasons = []
+    for name in [chapter] if chapter else assign.chapters(root):
+        why = None
+        for path, nb in _graded_notebooks(root, name):
+            cells = plan.release_cells(nb)
+            missing = [g for g in plan.test_cells(cells) if not registry.get(g)]
+            try:
+                plan.check_release(cells, path.name)
+            except plan.PlanError as err:
+                why = str(err)
+            if missing:
+                why = f"{path.name}: not registered: {', '.join(missing)}"
+            if why:
+                break
+        if why is None and _graded_notebooks(root, name):
+            return name, None
+        reasons.append(f"{name}: {why or 'no exercises'}")
+    return None, "; ".join(reasons) or "no chapter with exercises"
+
+
+def _floor_source(root, chapter, checkers=()):
+    """The code a fresh process runs to import the chapter's modules: set-up cells and checker modules."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    from gradflow.checks.exercise import load_registry, module_of
+
+    from . import plan
+
+    registry = load_registry(("gradflow.checks", *checkers))
+    transform = TransformerManager().transform_cell
+    parts = ["import IPython"]  # the runner's shell
+    modules = set()
+    for _, nb in _graded_notebooks(root, chapter):
+        cells = plan.release_cells(nb)
+        parts.append(transform(plan.setup_cell(cells).source).replace("get_ipython().run_line_magic", "print"))
+        modules |= {module_of(ex) for g in plan.test_cells(cells) for ex in registry.get(g, [])}
+    parts += [f"import {m}" for m in sorted(m for m in modules if m)]
+    return "\n".join(parts)
+
+
+def floor_seconds(root, chapter, runs=3, checkers=()):
+    """Median wall time of a fresh ``python`` that imports the chapter's modules (one thread, no sandbox)."""
+    source = _floor_source(root, chapter, checkers)
+    paths = [str(Path(sys.modules[m].__file__).parent) for m in checkers if m in sys.modules]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(runs):
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", source], cwd=tmp, env=env, capture_output=True, text=True,
+                                  timeout=600)  # fmt: skip
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the floor failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return statistics.median(times), times
+
+
+def measure(root, chapter=None, ns=(1, 8, 64), jobs=None, log=print, checkers=()):
+    """Grade synthetic classes of N correct submissions; the figures and whether they meet the goals.
+
+    ``checkers`` are modules that register exercises besides gradflow's (a test's demo assignment).
+    """
+    from . import assign
+
+    root = Path(root).resolve()
+    chapter, why = ready_chapter(root, chapter, checkers)
+    if chapter is None:
+        return {"skipped": True, "reason": why}
+    jobs = max(1, int(jobs or os.cpu_count() or 1))
+    notebooks = _graded_notebooks(root, chapter)
+    log(f"grading leg: {chapter}, floor ...")
+    floor, floor_runs = floor_seconds(root, chapter, checkers=checkers)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gradflow-gradebench-") as tmp:
+        course = Path(tmp) / "course"
+        (course / "book").mkdir(parents=True)
+        shutil.copy(root / "nbgrader_config.py", course)
+        shutil.copytree(root / "book" / chapter, course / "book" / chapter,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))  # fmt: skip
+        assign.release(chapter, root=course, out=io.StringIO())
+        for n in ns:
+            subs = Path(tmp) / f"class-{n}"
+            subs.mkdir()
+            for i in range(n):
+                for path, _ in notebooks:
+                    shutil.copy(path, subs / f"s{i:04d}_{path.stem}.ipynb")
+            log(f"grading leg: {n} student(s), {jobs} job(s) ...")
+            start = time.perf_counter()
+            graded, _ = assign.grade(chapter, subs, root=course, jobs=jobs if n > 1 else 1, out=io.StringIO(),
+                                     checkers=checkers)
+            wall = time.perf_counter() - start
+            full = sum(1 for r in graded if r.total == r.max_score and r.status == "graded")
+            rows.append({"students": n, "jobs": jobs if n > 1 else 1, "seconds": wall, "per_student": wall / n,
+                         "full_marks": full, "notebooks": n * len(notebooks)})  # fmt: skip
+            shutil.rmtree(course / "dist" / "grading" / chapter, ignore_errors=True)
+    one = rows[0]["per_student"] if rows and rows[0]["students"] == 1 else None
+    biggest = max(rows, key=lambda r: r["students"]) if rows else None
+    report = {"skipped": False, "chapter": chapter, "notebooks": [p.name for p, _ in notebooks], "jobs": jobs,
+              "floor_seconds": floor, "floor_runs": floor_runs, "rows": rows,
+              "ratio_one_student": one / floor if one else None,
+              "class_300_seconds": CLASS * biggest["seconds"] / biggest["students"] if biggest else None,
+              "budgets": dict(BUDGETS)}  # fmt: skip
+    ratio, whole = report["ratio_one_student"], report["class_300_seconds"]
+    report["within_budget"] = {"ratio": ratio is not None and ratio <= BUDGETS["grading_floor_ratio"],
+                               "class": whole is not None and whole <= BUDGETS["grading_300_seconds"],
+                               "full_marks": all(r["full_marks"] == r["notebooks"] for r in rows)}  # fmt: skip
+    return report
+
+
+def _mark(ok):
+    return "\u00a0✓" if ok else "\u00a0✗"
+
+
+def render(report, machine=""):
+    """The grading leg as Markdown (a context line and a table)."""
+    if report.get("skipped"):
+        return f"Grading: not measured ({report['reason']}).\n"
+    b, ok = report["budgets"], report["within_budget"]
+    lines = [
+        f"Grading `{report['chapter']}` ({', '.join(report['notebooks'])}){machine}: a synthetic class of N correct"
+        f" submissions graded by `make grade`, each notebook in its own sandbox, {report['jobs']} at a time (one"
+        f" for N = 1). The floor, a fresh Python process that imports the chapter's modules, took"
+        f" {report['floor_seconds']:.1f}\u00a0s (median of {len(report['floor_runs'])}).",
+        "",
+        f"| students N | wall time | per student | per student ÷ floor (≤ {b['grading_floor_ratio']:g}) "
+        f"| 300 students (≤ {b['grading_300_seconds'] / 60:g} min) | notebooks with full marks |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rows"]:
+        ratio = r["per_student"] / report["floor_seconds"]
+        ratio_txt = f"{ratio:.2f}×" + (_mark(ok["ratio"]) if r["students"] == 1 else "")
+        est = CLASS * r["per_student"]
+        lines.append(f"| {r['students']} | {r['seconds']:.1f}\u00a0s | {r['per_student']:.2f}\u00a0s | {ratio_txt} "
+                     f"| {est / 60:.1f}\u00a0min{_mark(est <= b['grading_300_seconds'])} "
+                     f"| {r['full_marks']}/{r['notebooks']} |")
+    verdict = "every goal met" if all(ok.values()) else "missed: " + ", ".join(k for k, v in ok.items() if not v)
+    lines += ["", f"Grading result: {verdict}."]
+    return "\n".join(lines) + "\n"
+
+
+def update_page(page, table):
+    """Replace the text between the grading markers of ``page``; False if they are missing."""
+    page = Path(page)
+    if not page.is_file():
+        return False
+    text = page.read_text(encoding="utf-8")
+    begin, end = text.find(PAGE_BEGIN), text.find(PAGE_END)
+    if begin < 0 or end < begin:
+        return False
+    page.write_text(text[: begin + len(PAGE_BEGIN)] + "\n\n" + table.strip() + "\n\n" + text[end:], encoding="utf-8")
+    return True
+
+
+def machine_line():
+    cores = os.cpu_count()
+    load = f", load average {os.getloadavg()[0]:.2f} at the start" if hasattr(os, "getloadavg") else ""
+    return f" on {cores} cores{load}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m coursetools.gradebench", description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+    p.add_argument("--chapter", default=None)
+    p.add_argument("--ns", type=int, nargs="*", default=[1, 8, 64])
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--no-page", action="store_true", help="do not write the table into book/benchmark.md")
+    args = p.parse_args(argv)
+    log = lambda msg: print(f"[gradebench] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    where = machine_line()
+    report = measure(args.root, args.chapter, tuple(args.ns), args.jobs, log)
+    table = render(report, where)
+    out = args.root / "_build"
+    out.mkdir(exist_ok=True)
+    (out / "grading-bench.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(table)
+    if not args.no_page and not report.get("skipped") and update_page(args.root / "book" / "benchmark.md", table):
+        log("updated the grading table in book/benchmark.md")
+    return 0 if report.get("skipped") or all(report["within_budget"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
