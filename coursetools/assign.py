@@ -143,14 +143,18 @@ class StatsTable:
                          for c in cols)  # fmt: skip
 
     def _repr_html_(self):
-        pad = "padding: 0.2em 0.8em"
+        """Narrow enough for a phone (390 px): headers and chapter names wrap, and the table never scrolls."""
+        pad = "padding: 0.2em 0.35em"
         align = lambda i: f"{pad}; text-align: {'right' if i else 'left'}"  # noqa: E731
-        head = "".join(f'<th style="{align(i)}">{html.escape(h)}</th>' for i, h in enumerate(self.header))
+        wrap = lambda text: (html.escape(text).replace(" (", "<br>(").replace("_", "_<wbr>")  # noqa: E731
+                             .replace("notebooks", "note&shy;books").replace("exercises", "exer&shy;cises"))
+        head = "".join(f'<th style="{align(i)}">{wrap(h)}</th>' for i, h in enumerate(self.header))
         body = "".join(
-            "<tr>" + "".join(f'<td style="{align(i)}">{html.escape(str(v))}</td>' for i, v in enumerate(r)) + "</tr>"
+            "<tr>" + "".join(f'<td style="{align(i)}">{wrap(str(v))}</td>' for i, v in enumerate(r)) + "</tr>"
             for r in self.rows
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return (f'<table style="font-size: 0.85em; max-width: 100%"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table>")
 
 
 # ---------------------------------------------------------------- running nbgrader
@@ -491,7 +495,8 @@ def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=Non
 
     ``rows`` are the gradebook's rows of the students graded now and of the roster's. ``checkers`` are
     modules (by name) that register exercises besides ``gradflow.checks``. ``unsafe`` grades without a
-    sandbox (only for submissions you trust). ``jobs`` notebooks are graded at a time (default: cores).
+    sandbox (only for submissions you trust). ``jobs`` students are graded at a time (default: cores), each
+    in one sandbox for all their notebooks.
     """
     from gradflow.checks.exercise import load_registry
 
@@ -529,37 +534,45 @@ def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=Non
                             **({"memory": int(memory)} if memory else {}))  # fmt: skip
     jobs = max(1, int(jobs or os.cpu_count() or 1))
     slots = sandbox.Slots(jobs)
-    todo = [(student, nb, path) for student in sorted(accepted) for nb, path in sorted(accepted[student].items())]
     log_lines, lock = [], threading.Lock()
     extra = [m for m in checkers if m.split(".")[0] != "gradflow"]
     started = time.monotonic()
 
-    def one(job):
-        student, nb, path = job
+    def one(student):
         t0 = time.monotonic()
-        try:
-            data = read_file(path)
-        except OSError as err:
-            data = b""
-            print(f"could not read {path}: {err}", file=sys.stderr)
+        handed = {}
+        for nb, path in sorted(accepted[student].items()):
+            try:
+                handed[nb] = (plans[nb][0], read_file(path))
+            except OSError as err:
+                handed[nb] = (plans[nb][0], b"")
+                print(f"could not read {path}: {err}", file=sys.stderr)
         with slots.borrow() as uid:
-            result = judge.grade_notebook(plans[nb][0], data, chapter=chapter, notebook=nb, student=student,
-                                          secret=key, registry=registry, runtime=runtime.path, limits=limits,
-                                          uid=uid, unsafe=unsafe)  # fmt: skip
-        if unsafe:
-            result["staff_notes"] = ["graded WITHOUT a sandbox (--unsafe-no-sandbox)"] + result["staff_notes"]
-        book.save(result)
-        submission, _ = judge.read_submission(data) if data else (None, None)
-        feedback.write(book.folder / "feedback" / student / f"{nb}.html", result, submission, plans[nb][0])
-        line = (f"graded {student} {nb}: {_fmt(result['total'])} / {_fmt(result['max'])} {result['status']} "
-                f"({time.monotonic() - t0:.1f} s)")
+            try:
+                results = judge.grade_student(handed, chapter=chapter, student=student, secret=key, registry=registry,
+                                              runtime=runtime.path, limits=limits, uid=uid, unsafe=unsafe)
+            except Exception as err:  # noqa: BLE001 - a bug of the grader: this student is an error, not the run
+                results = {nb: {"student": student, "chapter": chapter, "notebook": nb, "status": "error",
+                                "total": 0.0, "max": sum(plans[nb][1].values()), "cells": {}, "graded_at": "",
+                                "notes": ["your notebook could not be graded; your instructor has been told"],
+                                "staff_notes": [f"the grader failed: {type(err).__name__}: {str(err)[:200]}"]}
+                           for nb in handed}  # fmt: skip
+        for nb, result in results.items():
+            if unsafe:
+                result["staff_notes"] = ["graded WITHOUT a sandbox (--unsafe-no-sandbox)"] + result["staff_notes"]
+            book.save(result)
+            data = handed[nb][1]
+            submission, _ = judge.read_submission(data) if data else (None, None)
+            feedback.write(book.folder / "feedback" / student / f"{nb}.html", result, submission, plans[nb][0])
+        scores = ", ".join(f"{nb} {_fmt(r['total'])} / {_fmt(r['max'])} {r['status']}" for nb, r in results.items())
+        line = f"graded {student}: {scores} ({time.monotonic() - t0:.1f} s)"
         with lock:
             log_lines.append(line)
             print(line, file=out, flush=True)
-        return result
+        return results
 
     with sandbox.Runtime(extra) as runtime, ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, sorted(accepted)))
     seconds = time.monotonic() - started
     (book.folder / "logs").mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -573,7 +586,8 @@ def grade(chapter, submissions, root=".", cell_timeout=None, student_timeout=Non
     rows = [r for r in all_rows if r.student in now]
     print(_summary(rows, rejected), file=out)
     rel = book.folder.relative_to(root)
-    print(f"\ngraded {len(todo)} notebook(s) of {len(accepted)} student(s) in {seconds:.1f} s with {jobs} job(s); "
+    count = sum(len(v) for v in accepted.values())
+    print(f"\ngraded {count} notebook(s) of {len(accepted)} student(s) in {seconds:.1f} s with {jobs} job(s); "
           f"wrote {rel}/grades.csv and {rel}/feedback/<student>/", file=out)  # fmt: skip
     return rows, rejected
 
@@ -591,11 +605,11 @@ def main(argv=None):
     p = sub.add_parser("grade", help="grade a folder of <student>_<notebook>.ipynb files")
     p.add_argument("chapter")
     p.add_argument("submissions")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks graded at the same time (default: cores)")
+    p.add_argument("--jobs", type=int, default=None, help="students graded at the same time (default: cores)")
     p.add_argument("--roster", default=None, help="a file of student ids: those who handed nothing in get 0")
     p.add_argument("--cell-timeout", type=int, default=None, help=f"seconds per cell (default {CELL_TIMEOUT})")
     p.add_argument("--student-timeout", type=int, default=None,
-                   help=f"seconds per notebook, reruns included (default {STUDENT_TIMEOUT})")
+                   help=f"seconds per notebook of a student, reruns included (default {STUDENT_TIMEOUT})")
     p.add_argument("--memory-gb", type=float, default=None, help="memory of one sandbox (default 2)")
     p.add_argument("--checkers", nargs="*", default=(), help="modules that register exercises (besides gradflow)")
     p.add_argument("--unsafe-no-sandbox", action="store_true",

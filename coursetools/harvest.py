@@ -4,27 +4,34 @@ This file is copied into the sandbox's read-only runtime and started there as a 
 (``python -I harvest.py``); it imports nothing of ``coursetools``. It is the only place where a
 student's code runs, and it decides nothing: every verdict is computed by the grader, outside.
 
-It reads a *plan* (JSON) on standard input, written by :mod:`coursetools.plan` and
-:mod:`coursetools.judge`::
+It reads a *plan* (JSON) on standard input, written by :mod:`coursetools.judge` from the
+:mod:`coursetools.plan` of each of the student's notebooks::
 
     {"modules": ["gradflow.checks.vanishing"],          # checker modules to import
-     "steps": [{"kind": "cell", "label": "set-up", "source": "...", "timeout": 60},
-               {"kind": "probe", "grade_id": "ch1-ex1-tests", "timeout": 100,
-                "exercises": [{"index": 0, "name": "sigmoid_derivative", "cases": [...]}]}, ...],
-     "skip": [4]}                                       # steps not to run (they hung on a first try)
+     "notebooks": [                                      # one student's notebooks, in order
+       {"steps": [{"kind": "cell", "label": "the set-up cell", "source": "...", "trusted": true, "timeout": 60},
+                  {"kind": "probe", "grade_id": "ch1-ex1-tests",
+                   "exercises": [{"index": 0, "name": "sigmoid_derivative", "cases": [...]}]}, ...],
+        "skip": [4],                                     # steps not to run (they hung on a first try)
+        "done": false}]}                                 # true: graded by an earlier run, not run again
 
-and runs the steps in order in one in-process IPython shell (so ``%magics`` and ``!commands``
-work as in Jupyter; ``%pip`` and ``%conda`` only print that installing is off while grading). A
-``cell`` step runs code with a time limit; a ``probe`` step calls ``Exercise.run`` of each listed
-exercise on the student's names and the cases drawn by the grader. Events go to a file descriptor (the first
-argument; 3 by default), one JSON object a line, as they happen, so whatever ran before a crash or a hang is kept::
+It imports the checkers and the set-up cells' modules once, makes one IPython shell (so ``%magics``
+and ``!commands`` work as in Jupyter; ``%pip`` and ``%conda`` only print that installing is off
+while grading), and then forks, for each notebook, a child that runs its steps in order: a fresh
+namespace and untouched modules for every notebook, without paying the imports again. A ``cell``
+step runs code with a time limit; a ``probe`` step calls ``Exercise.run`` of each listed exercise
+on the student's names and the cases drawn by the grader. Events go to a file descriptor (the first
+argument; 3 by default), one JSON object a line, as they happen, so whatever ran before a crash or a
+hang is kept::
 
-    {"event": "ready", "seconds": 1.2}
-    {"event": "begin", "step": 3}
-    {"event": "end", "step": 3, "seconds": 0.1, "peak": 3e8, "error": "ValueError: boom", "stderr": "...",
-     "stdout": 12}
-    {"event": "answers", "step": 4, "grade_id": "...", "index": 0, "outputs": [...]}
-    {"event": "done"}
+    {"event": "ready", "seconds": 1.2, "cpu": 1.1}
+    {"event": "begin", "nb": 0, "step": 3}
+    {"event": "end", "nb": 0, "step": 3, "seconds": 0.1, "peak": 3e8, "error": "ValueError: boom",
+     "timeout": false, "stderr": "...", "stdout": 12}
+    {"event": "answers", "nb": 0, "step": 4, "grade_id": "...", "index": 0, "outputs": [...]}
+    {"event": "nb-done", "nb": 0, "cpu": 1.3}
+    {"event": "nb-ended", "nb": 0, "status": 0}
+    {"event": "done", "seconds": 2.5, "cpu": 1.2}
 
 The student's code shares this process, so it can forge or suppress any of these lines: the grader
 treats them as claims to check, never as verdicts.
@@ -178,7 +185,7 @@ def run_cell(shell, step):
 MISSING = object()
 
 
-def run_probe(fd, shell, step, registry):
+def run_probe(fd, nb, shell, step, registry):
     """Hand back the student's outputs on the grader's cases, one exercise at a time."""
     exercises = registry.get(step["grade_id"], [])
     for item in step["exercises"]:
@@ -198,7 +205,7 @@ def run_probe(fd, shell, step, registry):
                     outputs = ex.run(values, cases)
                 except BaseException as exc:  # noqa: BLE001 - e.g. a KeyboardInterrupt from the student's code
                     outputs = [{"__error__": f"{ex.name}: {_describe(exc)}", "kind": "exception"} for _ in cases]
-        _emit(fd, {"event": "answers", "step": step["n"], "grade_id": step["grade_id"], "index": index,
+        _emit(fd, {"event": "answers", "nb": nb, "step": step["n"], "grade_id": step["grade_id"], "index": index,
                    "outputs": outputs})
 
 
@@ -219,6 +226,49 @@ def _peak_rss():
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _warm(shell, notebooks):
+    """Run each notebook's trusted set-up cell once in a scratch namespace, so its imports are paid once."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Capture("stdout"), _Capture("stderr")
+    try:
+        for nb in notebooks:
+            steps = nb.get("steps") or [{}]
+            if steps[0].get("trusted"):
+                try:
+                    code = compile(shell.transform_cell(steps[0]["source"]), "<set-up>", "exec")
+                    exec(code, {"get_ipython": lambda: shell})  # noqa: S102 - the release's own set-up cell
+                except BaseException:  # noqa: BLE001, S110 - only a speed-up: the notebook runs it again
+                    pass
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def run_notebook(fd, shell, nb, plan, registry):
+    """One notebook's steps, in this (forked, pristine) process; events carry the notebook's index."""
+    skip = set(plan.get("skip", []))
+    shell.user_ns["__name__"] = "__main__"
+    for n, step in enumerate(plan["steps"]):
+        step["n"] = n
+        if n in skip:
+            _emit(fd, {"event": "skipped", "nb": nb, "step": n})
+            continue
+        _emit(fd, {"event": "begin", "nb": nb, "step": n})
+        began = time.monotonic()
+        if step["kind"] == "cell":
+            fields = run_cell(shell, step)
+        else:
+            saved = sys.stdout, sys.stderr
+            sys.stdout, sys.stderr = _Capture("stdout"), _Capture("stderr")
+            try:
+                run_probe(fd, nb, shell, step, registry)
+            finally:
+                sys.stdout, sys.stderr = saved
+            fields = {}
+        _emit(fd, {"event": "end", "nb": nb, "step": n, "seconds": round(time.monotonic() - began, 3),
+                   "peak": _peak_rss(), **fields})
+    _emit(fd, {"event": "nb-done", "nb": nb, "cpu": _cpu()})
 
 
 def main():
@@ -242,32 +292,36 @@ def main():
             importlib.import_module(module)
         registry = {k: list(v) for k, v in exercise.REGISTRY.items()}  # before any student code can touch it
         shell = _shell()
+        _warm(shell, plan["notebooks"])
     except BaseException as exc:  # noqa: BLE001 - the grader must hear why, whatever it is
         _emit(fd, {"event": "failed", "error": f"the sandbox could not start: {_describe(exc)}"})
         os._exit(3)
     _emit(fd, {"event": "ready", "seconds": round(time.monotonic() - start, 3), "cpu": _cpu()})
-    skip = set(plan.get("skip", []))
-    for n, step in enumerate(plan["steps"]):
-        step["n"] = n
-        if n in skip:
-            _emit(fd, {"event": "skipped", "step": n})
+    # each notebook in a child forked from this pristine process: a fresh namespace and untouched modules,
+    # without paying the imports again; this process never runs a student's code
+    for nb, nb_plan in enumerate(plan["notebooks"]):
+        if nb_plan.get("done"):
             continue
-        _emit(fd, {"event": "begin", "step": n})
-        began = time.monotonic()
-        if step["kind"] == "cell":
-            fields = run_cell(shell, step)
-        else:
-            saved = sys.stdout, sys.stderr
-            sys.stdout, sys.stderr = _Capture("stdout"), _Capture("stderr")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
             try:
-                run_probe(fd, shell, step, registry)
+                run_notebook(fd, shell, nb, nb_plan, registry)
             finally:
-                sys.stdout, sys.stderr = saved
-            fields = {}
-        _emit(fd, {"event": "end", "step": n, "seconds": round(time.monotonic() - began, 3), "peak": _peak_rss(),
-                   **fields})
+                os._exit(0)  # no atexit handlers, no waiting for the student's threads
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                status = -1
+                break
+        _emit(fd, {"event": "nb-ended", "nb": nb, "status": status})
     _emit(fd, {"event": "done", "seconds": round(time.monotonic() - start, 3), "cpu": _cpu()})
-    os._exit(0)  # no atexit handlers, no waiting for the student's threads
+    os._exit(0)
 
 
 if __name__ == "__main__":

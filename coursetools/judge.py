@@ -1,24 +1,25 @@
-"""Grade one handed-in notebook: a pure job, notebook in, verdict (JSON) out.
+"""Grade one student's handed-in notebooks: a pure job, notebooks in, verdicts (JSON) out.
 
-The grader process (this module) never runs a student's code. For one notebook it
+The grader process (this module) never runs a student's code. For a student it
 
-1. builds the :class:`~coursetools.plan.Plan` from the trusted release and the submission;
+1. builds each notebook's :class:`~coursetools.plan.Plan` from the trusted release and the submission;
 2. draws each exercise's cases from the instructor's secret (per student, notebook, test cell and
    exercise, so hidden inputs differ between students and are reproducible on a regrade);
-3. runs the plan in a sandbox (:mod:`coursetools.sandbox`), which hands back plain-data answers;
-   a step that hangs past its limit, crashes the runner or exhausts memory is skipped on a rerun,
-   so it costs only its own exercise;
+3. runs the plans in one sandbox (:mod:`coursetools.sandbox`; a pristine forked process per notebook),
+   which hands back plain-data answers; a step that hangs past its limit, crashes the runner or
+   exhausts a limit is skipped on a rerun, so it costs only its own exercise;
 4. calls each exercise's ``verdict`` on the answers and gives each exercise its share of its test
    cell's points (the release's points, which ``make release`` copied from the source notebook),
    clamped to them.
 
-Command line (for a batch system: each job needs the release notebook, the submission, the secret
-and the course's Python environment)::
+Command line (for a batch system: each job needs the course's Python environment, the release
+notebooks, the student's notebooks and the secret, in the environment)::
 
-    GRADING_SECRET=... python -m coursetools.judge RELEASE.ipynb SUBMISSION.ipynb --student ID --chapter CH \
-        --out verdict.json
+    GRADING_SECRET=... python -m coursetools.judge RELEASE.ipynb SUBMISSION.ipynb [RELEASE SUBMISSION ...] \\
+        --student ID --chapter CH --out DIR
 
-The verdict is what ``make grade`` saves as ``dist/grading/<chapter>/results/<student>/<notebook>.json``.
+writes ``DIR/<notebook>.json``: what ``make grade`` saves as
+``dist/grading/<chapter>/results/<student>/<notebook>.json``.
 """
 
 import argparse
@@ -33,7 +34,7 @@ from pathlib import Path
 from . import plan as planner
 from . import sandbox
 
-__all__ = ["MAX_NOTEBOOK_BYTES", "case_seed", "read_submission", "grade_notebook", "main"]
+__all__ = ["MAX_NOTEBOOK_BYTES", "case_seed", "read_submission", "grade_student", "grade_notebook", "main"]
 
 MAX_NOTEBOOK_BYTES = 50_000_000
 MAX_RERUNS = 6
@@ -90,173 +91,247 @@ def _cases(exercises, secret, chapter, student, notebook, grade_id):
     return drawn
 
 
-def grade_notebook(release_nb, data, *, chapter, notebook, student, secret, registry, runtime, limits=None,
-                   uid=None, unsafe=False):
-    """The verdict (a JSON-able dict) for the submission ``data`` (bytes) of ``notebook``."""
+class _Notebook:
+    """One handed-in notebook while its student is graded: its plan, cases, answers and what went wrong."""
+
+    def __init__(self, name, release_nb, data, *, chapter, student, secret, registry, limits, unsafe):
+        self.name, self.release, self.data = name, release_nb, data
+        self.result = {"schema": SCHEMA, "student": student, "chapter": chapter, "notebook": name,
+                       "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                       "sha256": hashlib.sha256(data).hexdigest(), "status": "graded", "notes": [], "cells": {},
+                       "unsafe": bool(unsafe), "staff_notes": []}  # fmt: skip
+        self.tests = planner.test_cells(planner.release_cells(release_nb))
+        self.result["max"] = sum(self.tests.values())
+        for gid, points in self.tests.items():
+            self.result["cells"][gid] = {"points": points, "score": 0.0, "exercises": []}
+        self.plan, self.finished, self.setup_failed = None, True, None
+        self.answers, self.skipped, self.cell_notes, self.steps, self.step_timeouts = {}, {}, {}, [], {}
+        self.drawn, self.modules = {}, set()
+        nb, why = read_submission(data)
+        if nb is None:
+            self.result.update(status="invalid", notes=[why], total=0.0)
+            return
+        try:
+            self.plan = planner.make_plan(release_nb, nb, name)
+        except Exception as err:  # noqa: BLE001 - a notebook no rule foresaw: say so, grade the others
+            self.result.update(status="error", total=0.0,
+                               notes=["your notebook could not be read by the grader; your instructor has been told"],
+                               staff_notes=[f"the plan could not be made: {type(err).__name__}: {_short(err, 200)}"])
+            return
+        self.finished = False
+        from gradflow.checks.exercise import module_of
+
+        # cases, drawn here: the sandbox gets them as plain data and nothing else of the checkers' state
+        for gid in self.tests:
+            exercises = registry.get(gid, [])
+            self.drawn[gid] = list(zip(exercises, _cases(exercises, secret, chapter, student, name, gid), strict=True))
+            self.modules |= {module_of(ex) for ex in exercises}
+        for n, step in enumerate(self.plan.steps):
+            if step["kind"] == "cell":
+                self.steps.append({"kind": "cell", "label": step["label"], "source": step["source"],
+                                   "timeout": limits.cell_timeout, "trusted": bool(step.get("trusted"))})
+                self.step_timeouts[n] = limits.cell_timeout
+            else:
+                drawn = self.drawn.get(step["grade_id"], [])
+                items = [{"index": i, "name": ex.name, "cases": cases}
+                         for i, (ex, cases) in enumerate(drawn) if isinstance(cases, list)]
+                self.steps.append({"kind": "probe", "grade_id": step["grade_id"], "label": step["label"],
+                                   "exercises": items})
+                self.step_timeouts[n] = sum(len(it["cases"]) * (max(1.0, float(drawn[it["index"]][0].timeout)) + 1)
+                                            for it in items) + 5  # fmt: skip
+
+    def take(self, event):
+        """Keep what the runner said about this notebook: the first answer of each exercise, each cell's end."""
+        kind, step = event.get("event"), event.get("step")
+        if kind == "answers":
+            key = (event.get("grade_id"), event.get("index"))
+            if key not in self.answers and isinstance(event.get("outputs"), list):
+                self.answers[key] = event["outputs"]
+        elif kind == "end" and isinstance(step, int) and 0 <= step < len(self.steps):
+            self.cell_notes[step] = event
+
+    def verdict(self):
+        """Fill in the result: notes, then each exercise's share of its test cell's points."""
+        result, notes, staff = self.result, list(self.plan.notes), list(self.result["staff_notes"])
+        if self.setup_failed:
+            result["status"] = "error"
+            staff.append(f"could not be graded: {_short(self.setup_failed)} (a problem of the grading environment or "
+                         "of the release, not of the student's work: see book/instructors.md)")
+            notes.insert(0, "your notebook could not be graded because of a problem on the grader's side; your "
+                            "instructor has been told")
+        for n, step in enumerate(self.plan.steps):
+            if n in self.skipped:
+                what = "the set-up cell" if step.get("trusted") else step["label"]
+                notes.append(f"{what} {self.skipped[n]}; it was skipped and the rest of the notebook graded without it")
+                continue
+            e = self.cell_notes.get(n)
+            if step["kind"] != "cell" or e is None:
+                continue
+            if e.get("error"):
+                verb = "" if e.get("timeout") else "raised "
+                notes.append(f"{step['label']} {verb}{_short(e['error'], 200)}")
+            if e.get("stderr"):
+                notes.append(f"{step['label']} printed to stderr (not an error): {_short(e['stderr'], 160)}")
+        for gid, points in self.tests.items():
+            cell, exercises = result["cells"][gid], self.drawn[gid]
+            if not exercises:
+                result["status"] = "error"
+                staff.append(f"{gid}: the course's checkers do not know this test cell (not registered): not graded")
+                continue
+            share = points / len(exercises)
+            probe = next((n for n, s in enumerate(self.plan.steps) if s.get("grade_id") == gid), None)
+            for i, (ex, cases) in enumerate(exercises):
+                item = {"name": ex.name, "points": share, "score": 0.0, "message": None}
+                if isinstance(cases, Exception):
+                    result["status"] = "error"
+                    item["message"] = (f"{ex.name}: not graded (a problem of the course's checker; your instructor "
+                                       "has been told)")
+                    staff.append(f"{gid}: the checker {ex.name} could not draw its cases "
+                                 f"({type(cases).__name__}: {cases})")
+                elif probe in self.skipped:
+                    item["message"] = f"{ex.name}: the check {self.skipped[probe]}"
+                elif (gid, i) not in self.answers:
+                    earlier = self.setup_failed or any(s < (probe or 0) for s in self.skipped)
+                    item["message"] = f"{ex.name}: no answer was handed back" + (
+                        " (the grading stopped earlier)" if earlier else "")
+                else:
+                    try:
+                        message = ex.verdict(cases, self.answers[(gid, i)])
+                    except Exception as err:  # noqa: BLE001 - a judge must not crash; if it does, say so
+                        message = f"{ex.name}: the checker failed on this answer ({type(err).__name__}: {err})"
+                        staff.append(f"{gid}: {message}")
+                    if message is None:
+                        item["score"] = share
+                    else:
+                        item["message"] = _short(message, 600)
+                cell["exercises"].append(item)
+            cell["score"] = min(points, max(0.0, sum(it["score"] for it in cell["exercises"])))
+        result["total"] = sum(c["score"] for c in result["cells"].values())
+        result["notes"] = list(dict.fromkeys(notes))
+        result["staff_notes"] = list(dict.fromkeys(staff))
+
+
+def _ended(run, nb):
+    """Why notebook ``nb``'s process stopped, from the runner's nb-ended event (exit code or signal)."""
+    status = next((e.get("status") for e in run.events if e.get("event") == "nb-ended" and e.get("nb") == nb), None)
+    if isinstance(status, int) and status > 0:
+        if os.WIFSIGNALED(status):
+            return f"ended the Python process (signal {os.WTERMSIG(status)})"
+        return f"ended the Python process (exit code {os.WEXITSTATUS(status)})"
+    if isinstance(status, int):
+        return "ended the Python process (exit code 0)"
+    return f"ended the Python process (exit code {run.returncode})"
+
+
+def grade_student(notebooks, *, chapter, student, secret, registry, runtime, limits=None, uid=None, unsafe=False):
+    """{notebook: verdict (a JSON-able dict)} for one student; ``notebooks`` is {name: (release dict, bytes)}.
+
+    All of the student's notebooks share one sandbox (one start of Python and the chapter's imports); each
+    runs in a pristine process forked for it. A step that hangs, crashes or exhausts a limit is skipped on
+    a rerun of the notebooks not finished yet.
+    """
     limits = limits or sandbox.Limits()
     started = time.monotonic()
-    result = {"schema": SCHEMA, "student": student, "chapter": chapter, "notebook": notebook,
-              "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "sha256": hashlib.sha256(data).hexdigest(), "status": "graded", "notes": [], "cells": {},
-              "unsafe": bool(unsafe)}  # fmt: skip
-    cells = planner.release_cells(release_nb)
-    tests = planner.test_cells(cells)
-    result["max"] = sum(tests.values())
-    for gid, points in tests.items():
-        result["cells"][gid] = {"points": points, "score": 0.0, "exercises": []}
-    nb, why = read_submission(data)
-    if nb is None:
-        result.update(status="invalid", notes=[why], total=0.0, seconds=round(time.monotonic() - started, 2))
-        return result
-    plan = planner.make_plan(release_nb, nb, notebook)
-    notes = list(plan.notes)
-    # cases, drawn here: the sandbox gets them as plain data and nothing else of the checkers' state
-    drawn, modules = {}, set()
-    for gid in tests:
-        exercises = registry.get(gid, [])
-        drawn[gid] = list(zip(exercises, _cases(exercises, secret, chapter, student, notebook, gid), strict=True))
-        for ex in exercises:
-            from gradflow.checks.exercise import module_of
-
-            modules.add(module_of(ex))
-    steps, step_timeouts = [], {}
-    for n, step in enumerate(plan.steps):
-        if step["kind"] == "cell":
-            steps.append({"kind": "cell", "label": step["label"], "source": step["source"],
-                          "timeout": limits.cell_timeout})  # fmt: skip
-            step_timeouts[n] = limits.cell_timeout
-        else:
-            items = [{"index": i, "name": ex.name, "cases": cases}
-                     for i, (ex, cases) in enumerate(drawn.get(step["grade_id"], [])) if isinstance(cases, list)]
-            steps.append({"kind": "probe", "grade_id": step["grade_id"], "label": step["label"], "exercises": items})
-            step_timeouts[n] = sum(len(it["cases"]) * (max(1, float(drawn[step["grade_id"]][it["index"]][0].timeout))
-                                                       + 1) for it in items) + 5  # fmt: skip
-    answers, skipped, cell_notes, runs = {}, {}, {}, 0
-    setup_failed = None
-    while True:
-        runs += 1
-        remaining = limits.total_timeout - (time.monotonic() - started)
+    kw = {"chapter": chapter, "student": student, "secret": secret, "registry": registry, "limits": limits,
+          "unsafe": unsafe}
+    states = [_Notebook(name, rel, data, **kw) for name, (rel, data) in notebooks.items()]
+    active = [st for st in states if not st.finished]
+    budget = limits.total_timeout * max(1, len(active))
+    modules = sorted({m for st in active for m in st.modules if m})
+    runs = []
+    while any(not st.finished for st in active):
+        remaining = budget - (time.monotonic() - started)
         run_limits = sandbox.Limits(**{**limits.__dict__, "total_timeout": max(5.0, remaining)})
-        payload = {"modules": sorted(m for m in modules if m), "steps": steps, "skip": sorted(skipped)}
-        run = sandbox.run(payload, data, f"{notebook}.ipynb", runtime, run_limits, uid=uid, unsafe=unsafe,
-                          step_timeouts=step_timeouts)  # fmt: skip
-        result.setdefault("runs", []).append({"seconds": round(run.seconds, 2), "killed": run.killed,
-                                              "returncode": run.returncode, "peak_rss": run.peak_rss})
-        failed = next((e.get("error") for e in run.events if e.get("event") == "failed"), None)
+        payload = {"modules": modules, "notebooks": [{"steps": st.steps, "skip": sorted(st.skipped),
+                                                      "done": st.finished} for st in active]}  # fmt: skip
+        files = {f"{st.name}.ipynb": st.data for st in active}
+        timeouts = {(i, n): t for i, st in enumerate(active) for n, t in st.step_timeouts.items()}
+        run = sandbox.run(payload, files, runtime, run_limits, uid=uid, unsafe=unsafe, step_timeouts=timeouts)
+        runs.append({"seconds": round(run.seconds, 2), "killed": run.killed, "returncode": run.returncode,
+                     "peak_rss": run.peak_rss, "cpu": next((e.get("cpu") for e in run.events
+                                                             if e.get("event") == "done"), None)})  # fmt: skip
         for e in run.events:
-            kind = e.get("event")
-            if kind == "answers":
-                key = (e.get("grade_id"), e.get("index"))
-                if key not in answers and isinstance(e.get("outputs"), list):
-                    answers[key] = e["outputs"]
-            elif kind == "end" and isinstance(e.get("step"), int) and 0 <= e["step"] < len(steps):
-                cell_notes[e["step"]] = e
-        if run.answers_cut:
-            notes.append("the notebook handed back more data than the grader reads; the rest was ignored")
-        if run.finished() or failed:
-            if failed:
-                setup_failed = failed
-            break
-        where = run.current_step(limits.memory if run.killed == "memory" else None)
-        if where is None or not run.ready():
-            reason = KILLED.get(run.killed, f"ended unexpectedly (exit code {run.returncode})")
-            setup_failed = f"the sandbox {reason}: {_short(run.stderr, 200) or 'no message'}"
-            break
-        if where == 0 and plan.steps and plan.steps[0].get("trusted"):
-            setup_failed = f"the set-up cell {KILLED.get(run.killed, 'crashed the runner')}"
-            break
-        skipped[where] = KILLED.get(run.killed) or f"ended the Python process (exit code {run.returncode})"
-        if run.killed == "total" or runs > MAX_RERUNS or time.monotonic() - started > limits.total_timeout:
-            skipped.update({n: "did not run: the notebook's time ran out" for n in range(where + 1, len(steps))
-                            if n not in skipped})  # fmt: skip
-            break
-    result["seconds"] = round(time.monotonic() - started, 2)
-    staff = []  # for the instructor only: problems of the course or of the grading environment
-    if setup_failed:
-        result["status"] = "error"
-        staff.append(f"could not be graded: {_short(setup_failed)} (a problem of the grading environment or of "
-                     "the release, not of the student's work: see book/instructors.md)")
-        notes.insert(0, "your notebook could not be graded because of a problem on the grader's side; your "
-                        "instructor has been told")
-    for n, step in enumerate(plan.steps):
-        if n in skipped:
-            what = "the set-up cell" if step.get("trusted") else step["label"]
-            notes.append(f"{what} {skipped[n]}; it was skipped and the rest of the notebook graded without it")
-            continue
-        e = cell_notes.get(n)
-        if step["kind"] != "cell" or e is None:
-            continue
-        if e.get("error"):
-            verb = "" if e.get("timeout") else "raised "
-            notes.append(f"{step['label']} {verb}{_short(e['error'], 200)}")
-        if e.get("stderr"):
-            notes.append(f"{step['label']} printed to stderr (not an error): {_short(e['stderr'], 160)}")
-    for gid, points in tests.items():
-        cell = result["cells"][gid]
-        exercises = drawn[gid]
-        if not exercises:
-            result["status"] = "error"
-            staff.append(f"{gid}: the course's checkers do not know this test cell (not registered): not graded")
-            continue
-        share = points / len(exercises)
-        probe_step = next((n for n, s in enumerate(plan.steps) if s.get("grade_id") == gid), None)
-        for i, (ex, cases) in enumerate(exercises):
-            item = {"name": ex.name, "points": share, "score": 0.0, "message": None}
-            if isinstance(cases, Exception):
-                result["status"] = "error"
-                item["message"] = (f"{ex.name}: not graded (a problem of the course's checker; your instructor "
-                                   "has been told)")
-                staff.append(f"{gid}: the checker {ex.name} could not draw its cases ({type(cases).__name__}: {cases})")
-            elif probe_step in skipped:
-                item["message"] = f"{ex.name}: the check {skipped[probe_step]}"
-            elif (gid, i) not in answers:
-                item["message"] = (f"{ex.name}: no answer was handed back" + (" (the grading stopped earlier)"
-                                   if setup_failed or any(s < (probe_step or 0) for s in skipped) else ""))
-            else:
-                try:
-                    message = ex.verdict(cases, answers[(gid, i)])
-                except Exception as err:  # noqa: BLE001 - a judge must not crash; if it does, say so
-                    message = f"{ex.name}: the checker failed on this answer ({type(err).__name__}: {err})"
-                    staff.append(f"{gid}: {message}")
-                if message is None:
-                    item["score"] = share
-                else:
-                    item["message"] = _short(message, 600)
-            cell["exercises"].append(item)
-        cell["score"] = min(points, max(0.0, sum(it["score"] for it in cell["exercises"])))
-    result["total"] = sum(c["score"] for c in result["cells"].values())
-    result["notes"] = list(dict.fromkeys(notes))
-    result["staff_notes"] = list(dict.fromkeys(staff))
-    return result
+            nb = e.get("nb")
+            if isinstance(nb, int) and 0 <= nb < len(active):
+                active[nb].take(e)
+        failed = next((e.get("error") for e in run.events if e.get("event") == "failed"), None)
+        out_of_time = run.killed == "total" or len(runs) > MAX_RERUNS or time.monotonic() - started > budget
+        for i, st in enumerate(active):
+            if st.finished:
+                continue
+            if run.notebook_done(i):
+                st.finished = True
+                continue
+            if run.answers_cut:
+                st.plan.notes.append("the notebook handed back more data than the grader reads; the rest was ignored")
+            if failed or not run.ready():
+                reason = KILLED.get(run.killed, f"ended unexpectedly (exit code {run.returncode})")
+                st.setup_failed = failed or f"the sandbox {reason}: {_short(run.stderr, 200) or 'no message'}"
+                st.finished = True
+                continue
+            where = run.current_step(i, limits.memory if run.killed == "memory" else None)
+            began = any(e.get("nb") == i for e in run.events)
+            if where is None:
+                if began or out_of_time:  # it stopped between steps, or there is no time to try again
+                    st.skipped.update({n: "did not run: the grading of this notebook stopped early"
+                                       for n in range(len(st.steps)) if n not in st.cell_notes and n not in st.skipped})
+                    st.finished = True
+                continue  # it never began: another notebook's trouble stopped the run; it runs next time
+            if where == 0 and st.steps and st.steps[0].get("trusted"):
+                st.setup_failed = f"the set-up cell {KILLED.get(run.killed) or _ended(run, i)}"
+                st.finished = True
+                continue
+            st.skipped[where] = KILLED.get(run.killed) or _ended(run, i)
+            if out_of_time:
+                st.skipped.update({n: "did not run: the time for this notebook ran out"
+                                   for n in range(where + 1, len(st.steps)) if n not in st.skipped})
+                st.finished = True
+    seconds = round(time.monotonic() - started, 2)
+    out = {}
+    for st in states:
+        if st.plan is not None:
+            st.verdict()
+        st.result.update(seconds=seconds, runs=runs)
+        out[st.name] = st.result
+    return out
+
+
+def grade_notebook(release_nb, data, *, notebook, **kwargs):
+    """The verdict (a JSON-able dict) for the submission ``data`` (bytes) of one ``notebook``."""
+    return grade_student({notebook: (release_nb, data)}, **kwargs)[notebook]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m coursetools.judge", description=__doc__.splitlines()[0])
-    p.add_argument("release", type=Path, help="the release notebook (dist/release/<chapter>/<notebook>.ipynb)")
-    p.add_argument("submission", type=Path)
+    p.add_argument("pairs", nargs="+", type=Path, metavar="RELEASE SUBMISSION",
+                   help="release notebook (dist/release/<chapter>/<notebook>.ipynb), then the student's, per notebook")
     p.add_argument("--student", required=True)
     p.add_argument("--chapter", required=True)
-    p.add_argument("--out", type=Path, required=True, help="where the verdict JSON goes")
-    p.add_argument("--secret-file", type=Path, default=None, help="default: $GRADING_SECRET")
+    p.add_argument("--out", type=Path, required=True, help="folder for the verdicts, one <notebook>.json each")
     p.add_argument("--checkers", nargs="*", default=(), help="modules that register exercises (besides gradflow)")
     p.add_argument("--unsafe-no-sandbox", action="store_true")
     args = p.parse_args(argv)
+    if len(args.pairs) % 2:
+        p.error("give pairs: RELEASE SUBMISSION [RELEASE SUBMISSION ...]")
     from gradflow.checks.exercise import load_registry
 
-    secret = args.secret_file.read_text().strip() if args.secret_file else os.environ.get("GRADING_SECRET", "")
+    secret = os.environ.get("GRADING_SECRET", "")
     if not secret:
-        p.error("no secret: pass --secret-file or set GRADING_SECRET (the one in dist/grading/secret)")
+        p.error("no secret: set GRADING_SECRET (the content of dist/grading/secret)")
     ok, why = sandbox.available()
     if not ok and not args.unsafe_no_sandbox:
         p.error(f"no sandbox: {why}")
-    release = json.loads(args.release.read_text(encoding="utf-8"))
+    notebooks = {rel.stem: (json.loads(rel.read_text(encoding="utf-8")), sub.read_bytes())
+                 for rel, sub in zip(args.pairs[::2], args.pairs[1::2], strict=True)}  # fmt: skip
     registry = load_registry(("gradflow.checks", *args.checkers))
     with sandbox.Runtime([m for m in args.checkers if m.split(".")[0] != "gradflow"]) as rt:
-        verdict = grade_notebook(release, args.submission.read_bytes(), chapter=args.chapter,
-                                 notebook=args.release.stem, student=args.student, secret=secret,
+        verdicts = grade_student(notebooks, chapter=args.chapter, student=args.student, secret=secret,
                                  registry=registry, runtime=rt.path, unsafe=args.unsafe_no_sandbox,
-                                 uid=1_600_000_000 + os.getpid() % 100_000 if os.getuid() == 0 else None)
-    args.out.write_text(json.dumps(verdict, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+                                 uid=1_600_000_000 + os.getpid() % 100_000 * 64 if os.getuid() == 0 else None)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, verdict in verdicts.items():
+        (args.out / f"{name}.json").write_text(json.dumps(verdict, indent=1, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
     return 0
 
 

@@ -39,9 +39,12 @@ def source_of(cell):
 
 
 def _nbgrader(cell):
+    """The nbgrader metadata of a cell, with only well-formed values (a submission's may be anything)."""
     meta = cell.get("metadata") if isinstance(cell, dict) else None
     nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
-    return nbg if isinstance(nbg, dict) else {}
+    if not isinstance(nbg, dict):
+        return {}
+    return {k: v for k, v in nbg.items() if isinstance(v, (str, bool, int, float)) and not isinstance(k, bool)}
 
 
 def _is_heading(cell):
@@ -140,6 +143,7 @@ def _match(student, release):
     for s in student:
         src = source_of(s)
         gid, sid = _nbgrader(s).get("grade_id"), s.get("id") if isinstance(s.get("id"), str) else None
+        gid = gid if isinstance(gid, str) else None
         a, b = by_gid.get(gid), by_id.get(sid)
         if a and b and a is not b:  # the metadata and the id disagree: believe the text
             a = a if _similar(src, a.source) >= _similar(src, b.source) else b

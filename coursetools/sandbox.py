@@ -134,7 +134,9 @@ def available():
             if proc.returncode != 0:
                 reason = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 answer = (False, f"bubblewrap is installed but cannot make a sandbox here: {reason[0][:200]} "
-                                 "(unprivileged user namespaces may be switched off)")
+                                 "(unprivileged user namespaces may be switched off: on Ubuntu 23.10 and later, "
+                                 "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor "
+                                 "profile for bwrap; in Docker, a container that allows them)")
         except (OSError, subprocess.TimeoutExpired) as err:
             answer = (False, f"bubblewrap did not run: {err}")
     _AVAILABLE["answer"] = answer
@@ -160,7 +162,7 @@ def _bind_tree(path, seen, args, dest=None):
     args += ["--ro-bind", str(path), str(dest)]
 
 
-def _bwrap_args(runtime, uid, disk, command, notebook_fd=None, notebook_name=None):
+def _bwrap_args(runtime, uid, disk, command, files=None):
     args, seen = ["bwrap"], set()
     for top in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         p = Path(top)
@@ -181,8 +183,8 @@ def _bwrap_args(runtime, uid, disk, command, notebook_fd=None, notebook_name=Non
     args += ["--proc", "/proc", "--dev", "/dev"]
     for folder in ("/tmp", "/dev/shm", HOME):
         args += ["--perms", "0755", "--size", str(disk), "--tmpfs", folder]
-    if notebook_fd is not None:
-        args += ["--perms", "0644", "--file", str(notebook_fd), f"{HOME}/{notebook_name}"]
+    for name, fd in (files or {}).items():
+        args += ["--perms", "0644", "--file", str(fd), f"{HOME}/{name}"]
     args += ["--chdir", HOME, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
              "--unshare-cgroup-try", "--hostname", "grader", "--die-with-parent", "--new-session", "--clearenv"]
     if os.getuid() != 0:
@@ -259,24 +261,29 @@ class RunResult:
     seconds: float = 0.0
     peak_rss: int = 0
 
-    def current_step(self, memory=None):
-        """The step that began but never ended (where it hung or crashed), else None.
+    def current_step(self, nb, memory=None):
+        """The step of notebook ``nb`` that began but never ended (where it hung or crashed), else None.
 
         After a kill for memory, the first step that ended with a peak above ``memory`` (it may have
         ended just before the watchdog looked), if any.
         """
+        mine = [e for e in self.events if e.get("nb") == nb]
         if memory:
-            over = [e.get("step") for e in self.events if e.get("event") == "end"
+            over = [e.get("step") for e in mine if e.get("event") == "end"
                     and isinstance(e.get("peak"), (int, float)) and e["peak"] > memory]  # fmt: skip
             if over:
                 return over[0]
         open_steps = {}
-        for e in self.events:
+        for e in mine:
             if e.get("event") == "begin":
                 open_steps[e.get("step")] = True
             elif e.get("event") == "end":
                 open_steps.pop(e.get("step"), None)
-        return max(open_steps) if open_steps else None
+        steps = [k for k in open_steps if isinstance(k, int)]
+        return max(steps) if steps else None
+
+    def notebook_done(self, nb):
+        return any(e.get("event") == "nb-done" and e.get("nb") == nb for e in self.events)
 
     def finished(self):
         return any(e.get("event") == "done" for e in self.events)
@@ -372,9 +379,10 @@ def _memfd(name, data):
     return fd
 
 
-def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, unsafe=False, step_timeouts=None):
+def run(plan, files, runtime, limits=None, uid=None, unsafe=False, step_timeouts=None):
     """Run the harvest runner on ``plan`` (a dict) in a sandbox; return a :class:`RunResult`. Never raises
-    for anything the student's code does. ``step_timeouts[n]`` is step n's limit in seconds."""
+    for anything the student's code does. ``files`` ({name: bytes}: the student's notebooks) go in the
+    sandbox's home folder; ``step_timeouts[(nb, n)]`` is the limit of notebook nb's step n, in seconds."""
     import json
 
     limits = limits or Limits()
@@ -383,12 +391,13 @@ def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, uns
     plan_bytes = json.dumps(plan, allow_nan=False).encode()
     read_fd, write_fd = os.pipe()
     stdin_fd = _memfd("plan", plan_bytes)
-    nb_fd = _memfd("notebook", notebook_bytes)
-    keep = [write_fd, nb_fd]
+    file_fds = {name: _memfd("notebook", data) for name, data in files.items()}
+    keep = [write_fd, *file_fds.values()]
     workdir = None
     if unsafe:
         workdir = Path(tempfile.mkdtemp(prefix="gradflow-unsafe-"))
-        (workdir / notebook_name).write_bytes(notebook_bytes)
+        for name, data in files.items():
+            (workdir / name).write_bytes(data)
         cmd = [sys.executable, "-I", "-B", str(Path(runtime) / "harvest.py"), str(write_fd)]
         env = {"HOME": str(workdir), "TMPDIR": str(workdir), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PIP_NO_INDEX": "1",
@@ -397,7 +406,7 @@ def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, uns
         cwd = workdir
     else:
         cmd = _bwrap_args(runtime, uid, limits.disk_bytes,
-                          [sys.executable, "-I", "-B", f"{RUNTIME}/harvest.py", str(write_fd)], nb_fd, notebook_name)
+                          [sys.executable, "-I", "-B", f"{RUNTIME}/harvest.py", str(write_fd)], file_fds)
         env, cwd = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
     nproc = limits.processes
     if os.getuid() != 0 or not uid:  # the limit counts every process of the user: leave room for the others
@@ -413,8 +422,8 @@ def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, uns
             result.events.append(event)
             kind = event.get("event")
             if kind == "begin":
-                state["step"], state["since"] = event.get("step"), time.monotonic()
-            elif kind in ("end", "ready", "skipped"):
+                state["step"], state["since"] = (event.get("nb"), event.get("step")), time.monotonic()
+            elif kind in ("end", "ready", "skipped", "nb-ended"):
                 state["step"], state["since"] = None, time.monotonic()
 
     start = time.monotonic()
@@ -423,13 +432,12 @@ def run(plan, notebook_bytes, notebook_name, runtime, limits=None, uid=None, uns
                                 cwd=cwd, pass_fds=keep, preexec_fn=_limits_fn(limits, uid, nproc),
                                 start_new_session=True)  # fmt: skip
     except OSError as err:
-        for fd in (read_fd, write_fd, stdin_fd, nb_fd):
+        for fd in (read_fd, write_fd, stdin_fd, *file_fds.values()):
             os.close(fd)
         result.killed, result.stderr = "startup", f"the sandbox could not start: {err}"
         return result
-    os.close(write_fd)
-    os.close(stdin_fd)
-    os.close(nb_fd)
+    for fd in (write_fd, stdin_fd, *file_fds.values()):
+        os.close(fd)
     out, err, ans = {}, {}, {}
     readers = [threading.Thread(target=_drain, args=(proc.stdout, limits.output_bytes, out), daemon=True),
                threading.Thread(target=_drain, args=(proc.stderr, limits.output_bytes, err), daemon=True),

@@ -186,15 +186,17 @@ def _norm64(t):
     return torch.linalg.vector_norm(t.detach().to(torch.float64)).item()
 
 
-def weight_grad_norms(net, X, y):
+def weight_grad_norms(net, X, y, layers=None):
     """Frobenius norm of ``dL/dW`` for each linear layer (input to output), L = cross-entropy.
 
     The gradient is computed in the net's own precision; its norm is reduced in float64, so a norm
-    reads 0 only if every entry is 0.
+    reads 0 only if every entry is 0. ``layers``: the layers to report, in order (default:
+    ``linear_layers(net)``; convolutions work too).
     """
+    layers = linear_layers(net) if layers is None else layers
     net.zero_grad(set_to_none=True)
     F_.cross_entropy(net(X), y).backward()
-    norms = [_norm64(layer.weight.grad) for layer in linear_layers(net)]
+    norms = [_norm64(layer.weight.grad) for layer in layers]
     net.zero_grad(set_to_none=True)
     return torch.tensor(norms, dtype=torch.float64)
 

@@ -1,8 +1,9 @@
 """Chapter 5's helpers: the papers' experiments at small scale.
 
 - He et al. (2016b) shortcut and activation variants of a residual unit (:class:`Unit`, :func:`unit_net`);
-- Veit et al. (2016) gradient by path length (:func:`path_gradient_norms`) and lesions
-  (:func:`lesion_logits`, :func:`lesion_accuracy`);
+- Veit et al. (2016) gradient by path length: one sampled path's norm (:func:`path_gradient_norms`,
+  Veit's measurement, from which S_k) and the exact length-k components (:func:`path_split`, G_k);
+  lesions (:func:`lesion_logits`, :func:`lesion_accuracy`);
 - Balduzzi et al. (2017) gradients of a scalar function on a grid (:func:`grid_gradients`,
   :func:`neighbour_correlation`);
 - Saxe et al. (2014) / Pennington et al. (2017) input-output Jacobians (:func:`deep_jacobian`).
@@ -12,12 +13,14 @@ Every function that draws random numbers takes a ``seed``; nothing uses the glob
 
 import html
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F_
 from torch import nn
 
-from .nets import init_linear, mlp
+from .data import digits
+from .nets import init_linear, mlp, train
 
 __all__ = [
     "VARIANTS",
@@ -25,8 +28,13 @@ __all__ = [
     "unit_net",
     "eval_loss",
     "path_gradient_norms",
+    "path_split",
+    "length_components",
+    "path_norm_sums",
     "lesion_logits",
     "lesion_accuracy",
+    "lesion_pair",
+    "one_thread",
     "grid_gradients",
     "neighbour_correlation",
     "JACOBIAN_KINDS",
@@ -94,18 +102,25 @@ def _head(net, h):
     return net.head(net.head_act(net.head_norm(h)))
 
 
+def _top_gradient(net, X, y):
+    """The hidden states ``h_0..h_n`` (detached, eval mode) and ``∂L/∂h_n``."""
+    hs = [h.detach() for h in net.hidden(X)]
+    h_last = hs[-1].clone().requires_grad_(True)
+    (g_last,) = torch.autograd.grad(F_.cross_entropy(_head(net, h_last), y), h_last)
+    return hs, g_last
+
+
 def path_gradient_norms(net, X, y, samples=8, seed=0):
     """Veit et al.'s measurement: mean norm of ``∂L/∂h_0`` along one path through ``k`` branches, k = 0..n.
 
     For each ``k``, ``samples`` random sets of ``k`` blocks are drawn; the gradient is sent back
     through the branch Jacobians of those blocks and through the identity of all the others.
     Eval mode (BatchNorm with running statistics), so each example's Jacobian is its own.
+    ``C(n, k)`` times this mean estimates S_k, the sum of the norms of all paths of length ``k``.
     """
     was_training = net.training
     net.eval()
-    hs = [h.detach() for h in net.hidden(X)]
-    h_last = hs[-1].clone().requires_grad_(True)
-    (g_last,) = torch.autograd.grad(F_.cross_entropy(_head(net, h_last), y), h_last)
+    hs, g_last = _top_gradient(net, X, y)
     n = len(net.blocks)
     gen = torch.Generator().manual_seed(seed)
     ks = torch.arange(n + 1).repeat_interleave(samples)
@@ -116,7 +131,66 @@ def path_gradient_norms(net, X, y, samples=8, seed=0):
         (G_branch,) = torch.autograd.grad(net.blocks[i].branch(h), h, grad_outputs=G, is_grads_batched=True)
         G = torch.where(through[:, i, None, None], G_branch, G)
     net.train(was_training)
-    return G.flatten(1).norm(dim=1).reshape(n + 1, samples).mean(dim=1).double()
+    norms = G.flatten(1).double().norm(dim=1)  # in float64: long paths carry tiny entries
+    return norms.reshape(n + 1, samples).mean(dim=1)
+
+
+def path_split(net, X, y):
+    """The exact split of ``∂L/∂h_0`` by path length: row ``k`` is the sum over all paths through ``k`` branches.
+
+    ``∂h_n/∂h_0 = (I + J_n) ··· (I + J_1)``; row ``k`` is ``C_kᵀ g`` with ``C_k`` the part of the
+    product with exactly ``k`` factors ``J``, and ``g = ∂L/∂h_n``. The rows add up to ``∂L/∂h_0``
+    exactly; ``G_k`` is the norm of row ``k``. Shape ``(n + 1, *h_0.shape)``, eval mode.
+    """
+    was_training = net.training
+    net.eval()
+    hs, g_last = _top_gradient(net, X, y)
+    n = len(net.blocks)
+    rows = torch.zeros(n + 1, *g_last.shape, dtype=g_last.dtype)
+    rows[0] = g_last
+    for i in reversed(range(n)):  # block i sends every row one length up through its branch
+        h = hs[i].clone().requires_grad_(True)
+        (up,) = torch.autograd.grad(net.blocks[i].branch(h), h, grad_outputs=rows[:-1].clone(),
+                                    is_grads_batched=True)
+        rows[1:] = rows[1:] + up
+    net.train(was_training)
+    return rows
+
+
+def length_components(Js, g):
+    """Rows ``k = 0..n`` of the split of ``∇_{x_0} E`` for ``x_{i+1} = x_i + F_i(x_i)``, ``J_i = ∂F_i/∂x_i``.
+
+    ``∇_{x_0} E = (I + J_0)ᵀ ··· (I + J_{n-1})ᵀ g``; row ``k`` collects the terms with ``k`` factors
+    ``J_iᵀ``. Column vectors, float64; ``Js`` is a list of square matrices, ``g`` a vector.
+    """
+    Js = [torch.as_tensor(J, dtype=torch.float64) for J in Js]
+    g = torch.as_tensor(g, dtype=torch.float64)
+    rows = torch.zeros(len(Js) + 1, g.shape[0], dtype=torch.float64)
+    rows[0] = g
+    for J in reversed(Js):
+        rows[1:] = rows[1:] + rows[:-1] @ J  # (Jᵀ r)ᵀ = rᵀ J, every length at once
+    return rows
+
+
+def path_norm_sums(Js, g):
+    """S_k: the sum over all paths through ``k`` of the blocks of the norm of that path's gradient.
+
+    A path through the blocks ``i_1 < ... < i_k`` carries ``J_{i_1}ᵀ ··· J_{i_k}ᵀ g``. Exact, by
+    enumerating all ``2^n`` paths (small ``n`` only). ``S_k ≥ G_k`` by the triangle inequality.
+    """
+    from itertools import combinations
+
+    Js = [torch.as_tensor(J, dtype=torch.float64) for J in Js]
+    g = torch.as_tensor(g, dtype=torch.float64)
+    n = len(Js)
+    sums = torch.zeros(n + 1, dtype=torch.float64)
+    for k in range(n + 1):
+        for path in combinations(range(n), k):
+            v = g
+            for i in reversed(path):  # the last block's Jᵀ acts on g first
+                v = Js[i].T @ v
+            sums[k] += torch.linalg.norm(v)
+    return sums
 
 
 @torch.no_grad()
@@ -138,15 +212,43 @@ def lesion_accuracy(net, X, y, drop=()):
     return (lesion_logits(net, X, drop).argmax(dim=1) == y).double().mean().item()
 
 
+def lesion_pair(seed=0, steps=60):
+    """A residual net of 8 blocks and a plain net of 4, trained on the digits, and the test set.
+
+    Both are BatchNorm MLPs of width 32 with He initialisation (:func:`gradflow.nets.mlp`), trained
+    for ``steps`` SGD steps (learning rate 0.05, momentum 0.9) on ``digits(seed=seed)``, on one thread
+    (the notebook's setting). Returns ``(resnet, plain, X_test, y_test)``.
+    """
+    X, y, X_test, y_test = digits(seed=seed)
+    resnet = mlp(8, width=32, norm="batch", residual=True, init="he", seed=seed)
+    plain = mlp(4, width=32, norm="batch", residual=False, init="he", seed=seed)
+    with one_thread():
+        for net in (resnet, plain):
+            train(net, X, y, steps=steps, lr=0.05, seed=seed)
+    return resnet, plain, X_test, y_test
+
+
+@contextmanager
+def one_thread():
+    """Run the block on one torch thread (small nets: fastest, and the same sums in every process)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _batch_norm(h):
     """Normalise each unit over the batch, with the batch statistics treated as constants."""
     return (h - h.mean(0).detach()) / (h.std(0, unbiased=False).detach() + 1e-5)
 
 
-def grid_gradients(depth, residual, width=200, n_points=256, seed=0):
+def grid_gradients(depth, residual, width=200, n_points=256, seed=0, branch_layers=1):
     """``dy/dx`` at ``n_points`` inputs evenly spaced on [-2, 2], for a random ReLU net with BatchNorm.
 
-    Plain: ``h <- W relu(BN(h))``; residual: ``h <- h + W relu(BN(h))``; He-initialised,
+    Plain: ``h <- W relu(BN(h))``; residual: ``h <- h + W relu(BN(h))``, or with
+    ``branch_layers=2`` the two-layer pre-activation branch ``W' relu(BN(W relu(BN(h))))``; He-initialised,
     ``h_0 = x w_0 + b_0`` and ``y = v · relu(BN(h_depth))``. BN uses the grid as its batch (statistics
     held fixed when differentiating), so ``dy/dx`` at each point is that point's own derivative.
     """
@@ -154,8 +256,10 @@ def grid_gradients(depth, residual, width=200, n_points=256, seed=0):
     x = torch.linspace(-2.0, 2.0, n_points).unsqueeze(1).requires_grad_(True)
     h = x * torch.randn(width, generator=g) * math.sqrt(2.0) + torch.randn(width, generator=g)
     for _ in range(depth):
-        W = torch.randn(width, width, generator=g) * math.sqrt(2.0 / width)
-        branch = F_.relu(_batch_norm(h)) @ W
+        branch = h
+        for _ in range(branch_layers):
+            W = torch.randn(width, width, generator=g) * math.sqrt(2.0 / width)
+            branch = F_.relu(_batch_norm(branch)) @ W
         h = h + branch if residual else branch
     v = torch.randn(width, generator=g) / math.sqrt(width)
     (dydx,) = torch.autograd.grad((F_.relu(_batch_norm(h)) @ v).sum(), x)
@@ -172,18 +276,22 @@ def neighbour_correlation(g):
 JACOBIAN_KINDS = ("orthogonal linear", "Gaussian linear", "tanh, orthogonal", "ReLU, He", "ReLU residual, 1/√L")
 
 
-def deep_jacobian(kind, depth=50, width=100, input_std=1.0, seed=0):
+def deep_jacobian(kind, depth=50, width=100, input_std=1.0, seed=0, with_active=False):
     """The input-output Jacobian ``∂h_L/∂h_0`` (float64, column convention) of a ``depth``-layer net at a random input.
 
     Layers ``h <- φ(W h)`` with ``W`` orthogonal or ``N(0, g²/width)`` (g = 1; g = √2 for ReLU), or,
     for the residual kind, ``h <- h + W relu(h) / √depth`` with He-initialised ``W``.
     The input is ``N(0, input_std² I)``; only tanh cares about its scale (the others are homogeneous).
+    With ``with_active=True`` it also returns, for each layer, the number of ReLU units that pass
+    their input (for "ReLU, He"; ``width`` for the other kinds): the Jacobian's rank is at most
+    the smallest of these numbers.
     """
     if kind not in JACOBIAN_KINDS:
         raise ValueError(f"unknown kind {kind!r}; use one of {list(JACOBIAN_KINDS)}")
     g = torch.Generator().manual_seed(seed)
     h = torch.randn(width, generator=g, dtype=torch.float64) * input_std
     J = torch.eye(width, dtype=torch.float64)
+    active = []
     for _ in range(depth):
         if kind in ("orthogonal linear", "tanh, orthogonal"):
             W = torch.linalg.qr(torch.randn(width, width, generator=g, dtype=torch.float64))[0]
@@ -198,10 +306,13 @@ def deep_jacobian(kind, depth=50, width=100, input_std=1.0, seed=0):
         elif kind == "ReLU, He":
             z = W @ h
             h, J = F_.relu(z), (z > 0).double()[:, None] * (W @ J)
+            active.append(int((z > 0).sum()))
         else:
             step = W * (h > 0).double()[None, :] / math.sqrt(depth)  # ∂/∂h of W relu(h)/√L
             h, J = h + W @ F_.relu(h) / math.sqrt(depth), J + step @ J
-    return J
+    if not with_active:
+        return J
+    return J, (active if kind == "ReLU, He" else [width] * depth)
 
 
 class Table:

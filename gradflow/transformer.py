@@ -43,6 +43,8 @@ __all__ = [
     "stream_grad_norms",
     "ffn_grad_norms",
     "sublayer_jacobians",
+    "path_norm_sums",
+    "training_figure",
     "reversal_task",
 ]
 
@@ -318,3 +320,39 @@ def reversal_task(n, seq_len=8, vocab=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(vocab, (n, seq_len), generator=g)
     return tokens, tokens.flip(-1)
+
+
+def path_norm_sums(jacobians, g):
+    """``S_k``: the sum, over the ``C(n, k)`` paths through exactly ``k`` of the ``n`` branches, of the
+    norm of each path's gradient ``J_{i_1}ᵀ ⋯ J_{i_k}ᵀ g`` (Veit et al.'s measure), ``k = 0 .. n``.
+
+    Every path is enumerated (``2^n`` vectors): keep ``n`` at about 14 or below.
+    """
+    vecs, ks = g[None, :], torch.zeros(1, dtype=torch.long)
+    for J in reversed(jacobians):  # from the output down: each path skips or passes this branch
+        vecs, ks = torch.cat([vecs, vecs @ J]), torch.cat([ks, ks + 1])
+    norms = vecs.double().norm(dim=1)
+    return torch.zeros(len(jacobians) + 1, dtype=torch.float64).index_add_(0, ks, norms)
+
+
+def training_figure(losses, before, after, title=None, figsize=(6.4, 3.4)):
+    """A figure of two panels: ``‖∇_{x_k} L‖`` per sub-layer at initialisation and after training
+    (log scale), and the training loss against the step. Drawn outside pyplot (nothing is shown).
+    """
+    from matplotlib.figure import Figure
+
+    from .plots import OKABE_ITO
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    k = range(len(before))
+    ax1.plot(k, before, marker="o", markersize=3, color=OKABE_ITO[0], label="at initialisation")
+    ax1.plot(k, after, marker="s", markersize=3, color=OKABE_ITO[3], label="after training")
+    ax1.set(yscale="log", xlabel="sub-layer $k$ (0 = embeddings)", ylabel=r"$\|\nabla_{x_k} \mathcal{L}\|$")
+    ax1.legend(fontsize=8)
+    ax2.plot(range(1, len(losses) + 1), losses, color=OKABE_ITO[1])
+    ax2.axhline(math.log(8), color="0.5", linestyle=":", linewidth=1)  # chance: 8 tokens
+    ax2.set(xlabel="Adam step", ylabel="training loss", ylim=(0, 4))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -35,6 +35,16 @@ def _missing(what):
     pytest.skip(what)
 
 
+@pytest.fixture(scope="session")
+def grading_sandbox():
+    """Bubblewrap sandboxes for the grading tests (.ci/run installs bubblewrap); fail without them under CI."""
+    from coursetools import sandbox
+
+    ok, why = sandbox.available()
+    if not ok:
+        _missing(f"no sandbox to grade in: {why}")
+
+
 def chromium_path():
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

@@ -16,62 +16,70 @@ EPS = 1e-5
 # ---------------------------------------------------------------- exercise 1
 
 
-def ln_jac_torch(x, eps):
+def ln_block(x, gamma, eps):
     d = x.shape[0]
     s = torch.sqrt(x.var(unbiased=False) + eps)
     xh = (x - x.mean()) / s
-    return (torch.eye(d, dtype=x.dtype) - 1 / d - torch.outer(xh, xh) / d) / s
+    return gamma[:, None] * (torch.eye(d, dtype=x.dtype) - 1 / d - torch.outer(xh, xh) / d) / s
 
 
-def ln_jac_autograd(x, eps):
-    return torch.autograd.functional.jacobian(lambda v: torch.nn.functional.layer_norm(v, v.shape, eps=eps), x)
+def ln_jac_torch(x, gamma, eps):
+    return torch.block_diag(*[ln_block(row, gamma, eps) for row in x])
 
 
-def ln_jac_loops(x, eps):
-    x = [float(v) for v in x]
-    d = len(x)
-    mu = sum(x) / d
-    s = math.sqrt(sum((v - mu) ** 2 for v in x) / d + eps)
-    return [[((i == j) - 1 / d - (x[i] - mu) * (x[j] - mu) / (d * s * s)) / s for j in range(d)]
-            for i in range(d)]
+def ln_jac_autograd(x, gamma, eps):
+    f = lambda v: torch.nn.functional.layer_norm(v.reshape(x.shape), x.shape[-1:], weight=gamma,  # noqa: E731
+                                                 eps=eps).reshape(-1)
+    return torch.autograd.functional.jacobian(f, x.reshape(-1))
+
+
+def ln_jac_loops(x, gamma, eps):
+    T, d = x.shape
+    out = [[0.0] * (T * d) for _ in range(T * d)]
+    for t in range(T):
+        row = [float(v) for v in x[t]]
+        mu = sum(row) / d
+        s = math.sqrt(sum((v - mu) ** 2 for v in row) / d + eps)
+        for i in range(d):
+            for j in range(d):
+                out[t * d + i][t * d + j] = float(gamma[i]) * ((i == j) - 1 / d
+                                                              - (row[i] - mu) * (row[j] - mu) / (d * s * s)) / s
+    return out
 
 
 @pytest.mark.parametrize("fn", [ln_jac_torch, ln_jac_autograd, ln_jac_loops,
-                                lambda x, eps: ln_jac_torch(x, eps).float(),
-                                lambda x, eps: ln_jac_torch(x, eps).numpy()])
+                                lambda x, g, eps: ln_jac_torch(x, g, eps).float(),
+                                lambda x, g, eps: ln_jac_torch(x, g, eps).numpy()])
 def test_layernorm_jacobian_accepts_correct_variants(fn):
     ct.check_layernorm_jacobian(fn)
     ct.check_layernorm_jacobian(fn, hidden=True)
 
 
 def _ln_wrong(kind):
-    def fn(x, eps):
-        d = x.shape[0]
-        c = x - x.mean()
-        var = x.var(unbiased=kind == "unbiased")
-        s = torch.sqrt(var + (0 if kind == "no eps" else eps))
-        xh = c / s
-        eye, ones = torch.eye(d, dtype=x.dtype), torch.full((d, d), 1 / d, dtype=x.dtype)
-        if kind == "no mean":
-            return (eye - torch.outer(xh, xh) / d) / s
-        if kind == "no var":
-            return (eye - ones) / s
-        if kind == "times s":
-            return (eye - ones - torch.outer(xh, xh) / d) * s
-        if kind == "no 1/d":
-            return (eye - ones - torch.outer(xh, xh)) / s
-        if kind == "unbiased":
-            return (eye - ones - torch.outer(xh, xh) / (d - 1)) / s
+    def fn(x, gamma, eps):
+        T, d = x.shape
+        blocks = []
+        for row in x:
+            c = row - row.mean()
+            s = torch.sqrt(row.var(unbiased=kind == "unbiased") + (0 if kind == "no eps" else eps))
+            xh = c / s
+            eye, ones = torch.eye(d, dtype=x.dtype), torch.full((d, d), 1 / d, dtype=x.dtype)
+            frac = 1 / (d - 1) if kind == "unbiased" else 1 / d
+            P = {"no mean": eye - torch.outer(xh, xh) / d, "no var": eye - ones}.get(
+                kind, eye - ones - torch.outer(xh, xh) * frac)
+            blocks.append({"no gain": P / s, "gain right": P * gamma[None, :] / s}.get(kind, gamma[:, None] * P / s))
         if kind == "shape":
-            return torch.diagonal(eye - ones) / s
-        return (eye - ones - torch.outer(xh, xh) / d) / s
+            return blocks[0]
+        if kind == "one vector":
+            return ln_jac_autograd(x.reshape(1, -1), gamma.repeat(T), eps)
+        return torch.block_diag(*blocks)
     return fn
 
 
 @pytest.mark.parametrize("kind, words", [
-    ("no mean", "1 1ᵀ/d is missing"), ("no var", "x̂ x̂ᵀ/d is missing"), ("times s", "multiplied by s"),
-    ("no 1/d", "factor 1/d"), ("unbiased", "unbiased variance"), ("no eps", "eps = .* is missing"),
-    ("shape", "returned shape"),
+    ("no mean", "1 1ᵀ/d is missing"), ("no var", "x̂ x̂ᵀ/d is missing"), ("no gain", "gain γ is missing"),
+    ("gain right", "scales the rows"), ("unbiased", "unbiased variance"), ("no eps", "eps is missing"),
+    ("shape", "returned shape"), ("one vector", "block diagonal"),
 ])
 def test_layernorm_jacobian_names_mistakes(kind, words):
     with pytest.raises(AssertionError, match=words.replace("(", r"\(")):
@@ -80,9 +88,9 @@ def test_layernorm_jacobian_names_mistakes(kind, words):
 
 def test_layernorm_jacobian_none_and_crash():
     with pytest.raises(AssertionError, match="None"):
-        ct.check_layernorm_jacobian(lambda x, eps: None)
+        ct.check_layernorm_jacobian(lambda x, g, eps: None)
     with pytest.raises(AssertionError, match="not implemented"):
-        ct.check_layernorm_jacobian(lambda x, eps: (_ for _ in ()).throw(NotImplementedError()))
+        ct.check_layernorm_jacobian(lambda x, g, eps: (_ for _ in ()).throw(NotImplementedError()))
 
 
 # ---------------------------------------------------------------- exercise 2

@@ -22,10 +22,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import grading_demo as gd  # noqa: E402
 
-from coursetools import assign, sandbox  # noqa: E402
+from coursetools import assign  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not sandbox.available()[0], reason=f"no sandbox: {sandbox.available()[1]}")
+pytestmark = pytest.mark.usefixtures("grading_sandbox")
 
 SQ_OK = "def square(x):\n    return x * x"
 EX2_OK = "def halve(x):\n    return x / 2\n\n\ndef precise_sum(x):\n    return x.double().sum()"

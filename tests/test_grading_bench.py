@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
 import grading_demo as gd  # noqa: E402
 import grading_demo_checks  # noqa: E402, F401 - registers the demo's exercises
 
-from coursetools import assign, gradebench, sandbox  # noqa: E402
+from coursetools import assign, gradebench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not sandbox.available()[0], reason=f"no sandbox: {sandbox.available()[1]}")
+pytestmark = pytest.mark.usefixtures("grading_sandbox")
 
 
 def test_grading_leg_on_the_demo(tmp_path):

@@ -117,3 +117,27 @@ def test_a_release_that_breaks_the_contract_is_refused(broken, words):
 
 def test_points_come_from_the_release():
     assert plan.test_cells(plan.release_cells(RELEASE)) == {"demo-ex1-tests": 2.0, "demo-ex2-tests": 3.0}
+
+
+def test_any_junk_in_a_submission_makes_a_plan():
+    """Random damage to cells, metadata and ids: make_plan never raises (the grader must not crash)."""
+    import random
+
+    rng = random.Random(0)
+    junk = [None, 5, "x", [], {}, [1, {"a": 2}], {"grade": [1]}, {"grade_id": ["ch"]}, {"grade_id": {"a": 1}},
+            True, 1e308, "demo-ex1-tests"]  # fmt: skip
+    for _ in range(300):
+        sub = nb(gd.DEMO)
+        for c in rng.sample(sub["cells"], 4):
+            where = rng.choice(["metadata", "source", "id", "cell_type", "nbgrader", "grade_id"])
+            value = rng.choice(junk)
+            if where == "nbgrader":
+                c["metadata"]["nbgrader"] = value
+            elif where == "grade_id":
+                c["metadata"].setdefault("nbgrader", {})["grade_id"] = value
+            else:
+                c[where] = value
+        if rng.random() < 0.3:
+            sub["cells"].insert(rng.randrange(len(sub["cells"])), rng.choice(junk))
+        p = plan.make_plan(RELEASE, sub)
+        assert p.steps[0]["trusted"] and sum(s["kind"] == "probe" for s in p.steps) == 2

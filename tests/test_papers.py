@@ -1,5 +1,6 @@
 """gradflow.papers against independent references: hand-written formulas, autograd, numpy."""
 
+import itertools
 import math
 
 import numpy as np
@@ -16,10 +17,15 @@ from gradflow.papers import (
     deep_jacobian,
     eval_loss,
     grid_gradients,
+    length_components,
     lesion_accuracy,
     lesion_logits,
+    lesion_pair,
     neighbour_correlation,
+    one_thread,
     path_gradient_norms,
+    path_norm_sums,
+    path_split,
     table,
     unit_net,
 )
@@ -102,6 +108,68 @@ def test_path_gradient_norms_against_explicit_block_jacobians():
     assert min(one_branch) - 1e-7 <= norms[1].item() <= max(one_branch) + 1e-7
 
 
+def test_path_split_adds_up_to_autograd_in_float64():
+    """The rows of path_split are the length-k parts of ∂L/∂h_0: they add up to autograd's gradient."""
+    net = _net_with_stats(6, residual=True).double()
+    X = torch.randn(9, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = torch.arange(9) % 3
+    rows = path_split(net, X, y)
+    assert rows.shape == (7, 9, 5) and not net.training
+    h0 = net.stem(X).detach().requires_grad_(True)
+    h = h0
+    for block in net.blocks:
+        h = block(h)
+    (want,) = torch.autograd.grad(F_.cross_entropy(net.head(net.head_act(net.head_norm(h))), y), h0)
+    torch.testing.assert_close(rows.sum(0), want, rtol=0, atol=1e-13)
+    hs = [t.detach() for t in net.hidden(X)]
+    hL = hs[-1].clone().requires_grad_(True)
+    (gL,) = torch.autograd.grad(F_.cross_entropy(net.head(net.head_act(net.head_norm(hL))), y), hL)
+    torch.testing.assert_close(rows[0], gL)  # length 0: the path that skips every branch
+    all_branches = path_gradient_norms(net, X, y, samples=2, seed=0)[-1]  # length n: the one path through all
+    assert rows[-1].norm().item() == pytest.approx(all_branches.item(), rel=1e-10)
+
+
+def _explicit_paths(Js, g):
+    """Each path's gradient J_{i_1}ᵀ ··· J_{i_k}ᵀ g, by its length k: the definition, spelled out."""
+    n = len(Js)
+    by_length = {k: [] for k in range(n + 1)}
+    for k in range(n + 1):
+        for path in itertools.combinations(range(n), k):
+            M = torch.eye(len(g), dtype=torch.float64)
+            for i in path:  # M = J_{i_1}ᵀ J_{i_2}ᵀ ···
+                M = M @ Js[i].T
+            by_length[k].append(M @ g)
+    return by_length
+
+
+def test_length_components_and_path_norm_sums_against_the_definition():
+    g_ = torch.Generator().manual_seed(5)
+    Js = [torch.randn(3, 3, generator=g_, dtype=torch.float64) for _ in range(4)]
+    g = torch.randn(3, generator=g_, dtype=torch.float64)
+    paths = _explicit_paths(Js, g)
+    rows, sums = length_components(Js, g), path_norm_sums(Js, g)
+    I = torch.eye(3, dtype=torch.float64)
+    full = (I + Js[0]).T @ (I + Js[1]).T @ (I + Js[2]).T @ (I + Js[3]).T @ g
+    torch.testing.assert_close(rows.sum(0), full, rtol=0, atol=1e-12)
+    for k, vs in paths.items():
+        torch.testing.assert_close(rows[k], sum(vs), rtol=0, atol=1e-12)
+        assert sums[k].item() == pytest.approx(sum(v.norm().item() for v in vs), rel=1e-12)
+        assert sums[k] >= rows[k].norm() - 1e-12  # S_k ≥ G_k: a sum of norms bounds the norm of the sum
+    assert sums[0] == pytest.approx(g.norm().item()) and sums[-1] == pytest.approx(rows[-1].norm().item())
+
+
+def test_lesion_pair_is_seeded_and_one_thread_restores_the_setting():
+    before = torch.get_num_threads()
+    with one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    a, b = lesion_pair(seed=3, steps=5), lesion_pair(seed=3, steps=5)
+    assert len(a[0].blocks) == 8 and len(a[1].blocks) == 4 and torch.get_num_threads() == before
+    for p, q in zip(a[0].parameters(), b[0].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert torch.equal(a[3], b[3])
+
+
 def test_lesion_logits_skips_exactly_the_dropped_blocks():
     net = _net_with_stats(4, residual=False)
     X = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
@@ -124,6 +192,13 @@ def test_grid_gradients_shape_seed_and_depth_zero():
     torch.testing.assert_close(g, grid_gradients(3, residual=True, width=16, n_points=32, seed=4))
     torch.testing.assert_close(grid_gradients(0, residual=True, width=16, n_points=32, seed=4),
                                grid_gradients(0, residual=False, width=16, n_points=32, seed=4))
+
+
+def test_grid_gradients_two_layer_branches():
+    one = grid_gradients(0, residual=True, width=16, n_points=32, seed=4)
+    torch.testing.assert_close(grid_gradients(0, residual=True, width=16, n_points=32, seed=4, branch_layers=2), one)
+    two = grid_gradients(3, residual=True, width=16, n_points=32, seed=4, branch_layers=2)
+    assert two.shape == (32,) and not torch.allclose(two, grid_gradients(3, True, width=16, n_points=32, seed=4))
 
 
 def test_grid_gradients_match_finite_differences_with_frozen_statistics():
@@ -183,6 +258,15 @@ def test_deep_jacobian_matches_autograd(kind):
     want = jacobian(f, h0)
     torch.testing.assert_close(deep_jacobian(kind, depth=6, width=7, input_std=0.7, seed=3), want,
                                rtol=1e-10, atol=1e-12)
+
+
+def test_relu_jacobian_rank_is_at_most_the_fewest_active_units():
+    J, active = deep_jacobian("ReLU, He", depth=12, width=20, seed=1, with_active=True)
+    assert len(active) == 12 and all(0 <= a <= 20 for a in active)
+    s = torch.linalg.svdvals(J)
+    assert (s < 1e-13 * s[0]).sum().item() >= 20 - min(active)  # exact zeros, in float64 near 1e-16 s_max
+    _, full = deep_jacobian("orthogonal linear", depth=3, width=5, with_active=True)
+    assert full == [5, 5, 5]
 
 
 def test_orthogonal_linear_is_isometric_and_unknown_kind_raises():

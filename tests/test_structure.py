@@ -100,3 +100,21 @@ def test_binder_uses_cpu_torch():
     req = (ROOT / "binder/requirements.txt").read_text()
     assert "download.pytorch.org/whl/cpu" in req and "+cpu" in req
     assert (ROOT / "binder/runtime.txt").read_text().strip().startswith("python-3.11")
+
+
+SEED_LINE = re.compile(r'^SEED = int\(os\.environ\.get\("GRADFLOW_SEED", "0"\)\)', re.MULTILINE)
+LITERAL_SEED = re.compile(r"\bseed\s*=\s*\d|manual_seed\(\s*\d|default_rng\(\s*\d|RandomState\(\s*\d|\bseed\(\s*\d")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_seed_derives_from_SEED(path):
+    """Issue 12: one visible SEED line in the set-up cell, read from GRADFLOW_SEED (make seeds sets it), and
+    no literal seed anywhere else: every seed is SEED, SEED + 1, ..., so a reader's seed changes every draw."""
+    nb = json.loads(path.read_text())
+    code = [(c["id"], "".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
+    setup = [cell_id for cell_id, src in code if SEED_LINE.search(src)]
+    assert len(setup) == 1, ('one set-up cell must hold the line SEED = int(os.environ.get("GRADFLOW_SEED", "0")); '
+                             f"found it in {setup or 'none'}")
+    assert code.index(next(c for c in code if c[0] == setup[0])) <= 2, "SEED is set in the set-up cell, near the top"
+    literal = [(cell_id, m.group(0)) for cell_id, src in code for m in LITERAL_SEED.finditer(src)]
+    assert not literal, f"literal seeds (derive them from SEED instead): {literal}"

@@ -135,3 +135,19 @@ def test_train_with_adam_and_warmup():
     assert len(losses) == 30 and losses[-1] < losses[0]
     with pytest.raises(ValueError):
         train(net, tokens, targets, steps=1, optimizer="lbfgs")
+
+
+def test_path_norm_sums_enumerate_every_path():
+    import itertools
+
+    Js = [randn(4, 4, seed=k) / 2 for k in range(3)]
+    g = randn(4, seed=9)
+    S = torch.zeros(4, dtype=F64)
+    for mask in itertools.product([0, 1], repeat=3):  # mask[i] = 1: the path passes branch i
+        v = g
+        for i in reversed(range(3)):
+            if mask[i]:
+                v = Js[i].T @ v
+        S[sum(mask)] += v.norm()
+    assert torch.allclose(tf.path_norm_sums(Js, g), S, atol=1e-12)
+    assert torch.allclose(tf.path_norm_sums(Js, g)[0], g.norm())

@@ -1,118 +1,447 @@
 """Checkers for chapter 5's exercises (the papers' results at small scale).
 
-Each ``check_*`` takes the student's function (or numbers), calls it on cases with known answers and
-raises ``AssertionError`` with a message that names the mistake. A crash inside the student's code,
-a wrong type, shape, ``None`` or NaN becomes an ``AssertionError`` too, never a bare traceback.
+Every checker is an :class:`~gradflow.checks.exercise.Exercise`: cases drawn from a seed as plain
+data, a probe that calls the student's code on one case (in the student's process, or a sandbox
+when grading), and a judge that computes the reference itself and names the mistake. The
+``check_*`` functions are the thin wrappers the notebooks' test cells call.
+
+- exercise 1 (shortcuts): ``stack_jacobian`` of a scaled linear stack;
+- exercise 2 (paths): ``length_components`` (the exact split, G_k), ``path_norm_sums`` (S_k) and
+  ``veit_measured`` (which of the two Veit et al. measured);
+- exercise 3 (paths): ``deletion_drops`` (a lesion study) and its conclusion, ``residual_worst``
+  and ``plain_best``;
+- exercise 4 (shattered): ``lag1_correlation`` and ``correlation_at``.
 """
 
 import copy
+import functools
 import math
 
 import numpy as np
 import torch
 
 from ..nets import mlp
-from ..papers import grid_gradients, lesion_logits
-from . import as_array, as_scalar, call
+from ..papers import (
+    grid_gradients,
+    length_components,
+    lesion_accuracy,
+    lesion_logits,
+    lesion_pair,
+    one_thread,
+    path_norm_sums,
+)
+from . import as_array, as_scalar
+from .exercise import Exercise, register, value
 
 __all__ = [
-    "check_path_length_fractions",
-    "check_forward_without",
+    "STACK_JACOBIAN",
+    "LENGTH_COMPONENTS",
+    "PATH_NORM_SUMS",
+    "VEIT_MEASURED",
+    "DELETION_DROPS",
+    "LESION_CONCLUSION",
+    "LAG1_CORRELATION",
+    "DEPTH_CORRELATION",
+    "check_stack_jacobian",
+    "check_length_components",
+    "check_path_norm_sums",
+    "check_veit_measured",
+    "check_deletion_drops",
+    "check_lesion_conclusion",
     "check_neighbour_correlation",
     "check_depth_correlations",
-    "check_stack_jacobian",
+    "lesion_reference",
 ]
 
 
-# ---------------------------------------------------------------------------------------------- ex1
+# ---------------------------------------------------------------- plumbing
 
 
-def _binomial(n):
-    return np.array([math.comb(n, k) for k in range(n + 1)], dtype=np.float64) / 2.0**n
+def _pair(got, want, lo=4, hi=12):
+    """``got`` and ``want`` printed with just enough decimals to tell them apart."""
+    for d in range(lo, hi + 1):
+        a, b = f"{got:.{d}f}", f"{want:.{d}f}"
+        if a != b:
+            return a, b
+    return f"{got:.{hi}g}", f"{want:.{hi}g}"
 
 
-def check_path_length_fractions(fn, ns=(3, 54)):
-    """``fn(n)`` must return the n + 1 fractions of the 2**n paths that pass through k = 0..n branches."""
-    for n in ns:
-        what = f"path_length_fractions({n})"
-        got = as_array(call(fn, what, n), what).reshape(-1)
-        if got.shape != (n + 1,):
-            hint = " (paths can pass through 0, 1, ..., n branches: that is n + 1 lengths)" \
-                if got.size == n else ""
-            raise AssertionError(f"{what} returned {got.size} values; expected {n + 1}{hint}")
-        if not np.all(np.isfinite(got)):
-            raise AssertionError(f"{what} contains NaN or infinite values")
-        want = _binomial(n)
-        total = got.sum()
-        if n > 1 and math.isclose(total, 2.0**n, rel_tol=1e-6):
-            raise AssertionError(f"{what} sums to {total:.6g} = 2**{n}: these are the numbers of paths; "
-                                 "divide by 2**n to get fractions")
-        if not math.isclose(total, 1.0, rel_tol=1e-4):
-            raise AssertionError(f"{what} sums to {total:.6g}; the fractions of all paths must sum to 1")
-        bad = np.flatnonzero(~np.isclose(got, want, rtol=1e-4, atol=1e-12))  # float32 is fine
-        if bad.size:
-            k = int(bad[0])
-            raise AssertionError(f"{what}[{k}] is {got[k]:.6g}; the fraction of paths through exactly {k} "
-                                 f"of {n} branches is C({n},{k}) / 2**{n} = {want[k]:.6g}")
+def _matrices(rng, count, n, scale):
+    return [(rng.standard_normal((n, n)) * scale).tolist() for _ in range(count)]
 
 
-# ---------------------------------------------------------------------------------------------- ex2
+def _is_float32(out):
+    return isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float16)
 
 
-def _mistakes(net, X, drop):
-    """Logits that common mistakes produce, with the message that names each one."""
-    n = len(net.blocks)
-    shifted = tuple(i + 1 for i in drop if i + 1 < n)
-    twin = copy.deepcopy(net).train()  # a training-mode pass updates BatchNorm's running statistics
-    with torch.no_grad():
-        h = twin.stem(X)
-        for i, block in enumerate(twin.blocks):
-            if i not in drop:
-                h = block(h)
-        train_mode = twin.head(twin.head_act(twin.head_norm(h)))
-    out = [
-        (lesion_logits(net, X, ()), "your logits are those of the whole net: the blocks in `drop` were not removed"),
-        (train_mode, "your logits are those of the net in training mode: call net.eval() first, so that "
-                     "BatchNorm uses its running statistics"),
+def _array_of(out, name, shape, what):
+    """The student's output as a float64 array of ``shape``, or an AssertionError that says what is wrong."""
+    arr = as_array(value(out, name), name)
+    if arr.shape != tuple(shape):
+        raise AssertionError(f"{what} returned shape {arr.shape}; expected {tuple(shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise AssertionError(f"{what} returned NaN or infinite values")
+    return arr
+
+
+def _close(got, want, rel):
+    """Equal up to ``rel`` times the largest entry of ``want`` (relative to the answer's scale)."""
+    scale = float(np.max(np.abs(want))) if np.size(want) else 0.0
+    return bool(np.all(np.abs(got - want) <= rel * scale + 1e-300))
+
+
+# ---------------------------------------------------------------- exercise 1: the Jacobian of a scaled stack
+
+
+def _stack_cases(seed):
+    """Fixed shapes (one with all A_i = 0, where the answer is λ^L I) and random ones from the seed."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4, 0.5), (1, 3, 2.0), (5, 6, 1.0), (4, 2, 0.0)]
+    shapes += [(int(rng.integers(2, 7)), int(rng.integers(2, 6)), float(rng.choice([0.5, 0.9, 1.5]))) for _ in range(2)]
+    cases = [{"As": _matrices(rng, L, n, 1 / math.sqrt(n)), "lam": lam} for L, n, lam in shapes]
+    cases.append({"As": [[[0.0, 0.0], [0.0, 0.0]]] * 30, "lam": 0.5})
+    return cases
+
+
+def _stack_probe(fn, case):
+    return fn([torch.tensor(A, dtype=torch.float64) for A in case["As"]], case["lam"])
+
+
+def _stack_product(As, lam, order="right"):
+    n = As[0].shape[0]
+    J = np.eye(n)
+    for A in As:
+        step = lam * np.eye(n) + A
+        J = step @ J if order == "right" else J @ step
+    return J
+
+
+def _stack_judge(case, out):
+    As = [np.array(A, dtype=np.float64) for A in case["As"]]
+    lam, L, n = float(case["lam"]), len(As), As[0].shape[0]
+    what = f"stack_jacobian(As, lam={lam}) with {L} matrices of shape ({n}, {n})"
+    got = _array_of(out, "stack_jacobian", (n, n), what)
+    want = _stack_product(As, lam)
+    rel = 1e-5 if _is_float32(value(out, "stack_jacobian")) else 1e-9  # float32 arithmetic is fine here
+    if _close(got, want, rel):
+        return
+    if not np.any(As[0]):
+        raise AssertionError(f"{what}: with every A_i = 0 each block is λI, so the Jacobian is λ^L I = "
+                             f"{lam}^{L} I = {lam ** L:.3g} I; your [0, 0] entry is {got[0, 0]:.3g}")
+    wrong = [
+        (_stack_product(As, lam, order="left"), "you multiplied in the wrong order: the last block's factor "
+         "goes on the left, (λI + A_{L-1}) ··· (λI + A_0)"),
+        (_stack_product([A.T for A in As], lam), "you transposed the A_i: for x_{i+1} = λ x_i + A_i x_i (column "
+         "vectors) the block's Jacobian is λI + A_i"),
+        (_stack_product(As, 1.0), "your shortcut factor is 1: with a scaled shortcut each block's Jacobian "
+         "is λI + A_i"),
+        (_stack_product([lam * A for A in As], 1.0), "you scaled the branch instead of the shortcut: each "
+         "block's Jacobian is λI + A_i"),
     ]
-    if shifted != tuple(drop):
-        out.append((lesion_logits(net, X, shifted), "you removed block i + 1 instead of block i: "
-                                                     "`drop` holds 0-based indices into net.blocks"))
-    return out
+    for J, message in wrong:
+        if _close(got, J, 1e-5):
+            raise AssertionError(f"{what}: {message}")
+    err = float(np.max(np.abs(got - want)))
+    raise AssertionError(f"{what} differs from the product (λI + A_{{L-1}}) ··· (λI + A_0) by up to {err:.3g}")
 
 
-def check_forward_without(fn, cases=((True, (2,)), (False, (0,)), (True, (1, 3)), (True, ()))):
-    """``fn(net, X, drop)`` must return the logits of ``net`` in eval mode with the blocks in ``drop`` skipped."""
-    for seed, (residual, drop) in enumerate(cases):
-        kind = "residual" if residual else "plain"
-        net = mlp(5, width=8, d_in=6, d_out=4, norm="batch", residual=residual, init="he", seed=seed)
-        X = torch.randn(32, 6, generator=torch.Generator().manual_seed(100 + seed))
-        net.train()
-        with torch.no_grad():  # give BatchNorm running statistics that differ from a batch's
-            for _ in range(3):
-                net(X * 2 + 1)
-        net.train()
-        what = f"forward_without(net, X, drop={drop}) for a {kind} net"
-        got = as_array(call(fn, what, copy.deepcopy(net), X.clone(), drop), what)
-        if got.shape != (32, 4):
-            raise AssertionError(f"{what} returned shape {got.shape}; expected the logits, shape (32, 4) "
-                                 "for 32 inputs and 4 classes")
-        want = lesion_logits(net, X, drop).double().numpy()
-        if np.allclose(got, want, rtol=1e-4, atol=1e-5):
-            continue
-        for wrong, message in _mistakes(net, X, drop):
-            if np.allclose(got, wrong.double().numpy(), rtol=1e-4, atol=1e-5):
-                raise AssertionError(f"{what}: {message}")
-        err = np.abs(got - want).max()
-        raise AssertionError(f"{what}: the logits differ from the lesioned net's by up to {err:.3g}; a "
-                             "deleted block must pass its input through unchanged, h_(i+1) = h_i, and the "
-                             "stem and head must stay")
+STACK_JACOBIAN = Exercise("stack_jacobian", ["stack_jacobian"], _stack_cases, _stack_probe, _stack_judge)
+register("ch5-ex1-tests", STACK_JACOBIAN)
 
 
-# ---------------------------------------------------------------------------------------------- ex3
+def check_stack_jacobian(fn, hidden=False):
+    """``fn(As, lam)`` must return ``∂x_L/∂x_0`` of ``x_{i+1} = lam x_i + A_i x_i`` (column vectors)."""
+    STACK_JACOBIAN.check(fn, hidden=hidden)
+
+
+# ---------------------------------------------------------------- exercise 2: S_k and G_k
+
+
+def _stack_of_jacobians(seed):
+    """Small stacks (n blocks, width d): branch Jacobians J_i and a top gradient g, not symmetric."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (1, 3), (5, 3), (6, 2)] + [(int(rng.integers(2, 7)), int(rng.integers(2, 5))) for _ in range(2)]
+    return [{"Js": _matrices(rng, n, d, 0.7 / math.sqrt(d)), "g": rng.standard_normal(d).tolist()}
+            for n, d in shapes]
+
+
+def _js_probe(fn, case):
+    return fn([torch.tensor(J, dtype=torch.float64) for J in case["Js"]], torch.tensor(case["g"], dtype=torch.float64))
+
+
+def _variants(case, make):
+    """What common mistakes give: ``make(Js, g)`` with the blocks reversed and/or the Jacobians untransposed."""
+    Js = [np.array(J) for J in case["Js"]]
+    g = np.array(case["g"])
+    return [
+        (make(Js[::-1], g), "the factors are in the wrong order: a path through the blocks i_1 < ... < i_k "
+                            "carries J_{i_1}ᵀ ··· J_{i_k}ᵀ g (the last block's Jᵀ acts on g first)"),
+        (make([J.T for J in Js], g), "the Jacobians are not transposed: the gradient goes back through Jᵀ "
+                                     "(column vectors: ∇_x E = Jᵀ ∇_y E)"),
+        (make([J.T for J in Js[::-1]], g), "you multiplied the forward product J_{i_k} ··· J_{i_1} into g: the "
+                                           "gradient needs the transposes, J_{i_1}ᵀ ··· J_{i_k}ᵀ g"),
+    ]
+
+
+def _float64(Js, g):
+    return [np.asarray(J, dtype=np.float64) for J in Js], np.asarray(g, dtype=np.float64)
+
+
+def _components(Js, g):
+    return length_components(*_float64(Js, g)).numpy()
+
+
+def _sums(Js, g):
+    return path_norm_sums(*_float64(Js, g)).numpy()
+
+
+def _components_judge(case, out):
+    name = "length_components"
+    n, d = len(case["Js"]), len(case["g"])
+    what = f"length_components for {n} blocks of width {d}"
+    raw = value(out, name)
+    arr = as_array(raw, name)
+    if arr.shape == (n + 1,):
+        raise AssertionError(f"{what} returned {n + 1} numbers: return the component vectors, shape ({n + 1}, {d}), "
+                             "not their norms (G_k is the norm of row k)")
+    if arr.shape == (n, d):
+        raise AssertionError(f"{what} returned {n} rows; there are {n + 1} lengths, k = 0, 1, ..., {n} "
+                             "(row 0 is g itself: the path that skips every branch)")
+    got = _array_of(out, name, (n + 1, d), what)
+    want = _components(case["Js"], case["g"])
+    rel = 1e-5 if _is_float32(raw) else 1e-9
+    if _close(got, want, rel):
+        return
+    for wrong, message in _variants(case, _components):
+        if _close(got, wrong, 1e-6):
+            raise AssertionError(f"{what}: {message}")
+    if _close(got.sum(axis=0), want.sum(axis=0), 1e-6):
+        raise AssertionError(f"{what}: your rows add up to the gradient but are not split by length: row k must "
+                             "hold exactly the paths through k branches")
+    k = int(np.argmax(np.abs(got - want).max(axis=1)))
+    raise AssertionError(f"{what}: row {k} is wrong (it should be the sum of J_{{i_1}}ᵀ ··· J_{{i_k}}ᵀ g over all "
+                         f"sets of {k} blocks i_1 < ... < i_k); the rows must add up to (I + J_0)ᵀ ··· (I + J_n-1)ᵀ g")
+
+
+LENGTH_COMPONENTS = Exercise("length_components", ["length_components"], _stack_of_jacobians, _js_probe,
+                             _components_judge)
+
+
+def check_length_components(fn, hidden=False):
+    """``fn(Js, g)`` must return the ``(n + 1, d)`` rows of ∇_{x_0}E split by path length."""
+    LENGTH_COMPONENTS.check(fn, hidden=hidden)
+
+
+def _sums_judge(case, out):
+    name = "path_norm_sums"
+    n, d = len(case["Js"]), len(case["g"])
+    what = f"path_norm_sums for {n} blocks of width {d}"
+    raw = value(out, name)
+    arr = as_array(raw, name)
+    if arr.size == n + 1:
+        arr = arr.reshape(-1)
+    elif arr.shape == (n + 1, d):
+        raise AssertionError(f"{what} returned vectors; S_k is a number for each length k: the sum of the norms "
+                             "of the paths' gradients")
+    got = _array_of(arr, name, (n + 1,), what)
+    want = _sums(case["Js"], case["g"])
+    rel = 1e-5 if _is_float32(raw) else 1e-9
+    if _close(got, want, rel):
+        return
+    G = np.linalg.norm(_components(case["Js"], case["g"]), axis=1)
+    if _close(got, G, 1e-6):
+        raise AssertionError(f"{what}: these are G_k, the norms of the sums (of length_components' rows); S_k "
+                             "adds the norms of the individual paths, so S_k ≥ G_k")
+    counts = np.array([math.comb(n, k) for k in range(n + 1)], dtype=np.float64)
+    if _close(got, want / counts, 1e-6):
+        raise AssertionError(f"{what}: you averaged over the C(n, k) paths of each length; S_k is their sum "
+                             "(Veit et al. multiplied the mean by the number of paths)")
+    for wrong, message in _variants(case, _sums):
+        if _close(got, wrong, 1e-6):
+            raise AssertionError(f"{what}: {message}")
+    k = int(np.argmax(np.abs(got - want)))
+    a, b = _pair(got[k], want[k])
+    raise AssertionError(f"{what}: S_{k} is {a} but should be {b}, the sum over the C({n},{k}) paths through {k} "
+                         "blocks of the norm of J_{i_1}ᵀ ··· J_{i_k}ᵀ g")
+
+
+PATH_NORM_SUMS = Exercise("path_norm_sums", ["path_norm_sums"], _stack_of_jacobians, _js_probe, _sums_judge)
+
+
+def check_path_norm_sums(fn, hidden=False):
+    """``fn(Js, g)`` must return S_k, k = 0..n: the sum of the norms of the paths through k branches."""
+    PATH_NORM_SUMS.check(fn, hidden=hidden)
+
+
+def _veit_judge(case, out):
+    got = value(out, "veit_measured")
+    if got is None:
+        raise AssertionError('set `veit_measured` to "S" or "G"')
+    if not isinstance(got, str) or got.strip().upper().replace("_", "") not in ("S", "SK", "G", "GK"):
+        raise AssertionError(f'veit_measured should be the text "S" or "G", not {got!r:.40}')
+    if got.strip().upper().startswith("G"):
+        raise AssertionError("veit_measured: Veit et al. sampled single paths, measured each one's gradient norm "
+                             "and multiplied the mean by the number of paths of that length: a sum of norms")
+
+
+VEIT_MEASURED = Exercise("veit_measured", ["veit_measured"], lambda seed: [None], lambda answer, case: answer,
+                         _veit_judge, functions=())
+register("ch5-ex2a-tests", LENGTH_COMPONENTS)
+register("ch5-ex2b-tests", PATH_NORM_SUMS, VEIT_MEASURED)
+
+
+def check_veit_measured(answer):
+    """Which quantity Veit et al.'s "total gradient magnitude" is: "S" (a sum of path norms)."""
+    VEIT_MEASURED.check(answer)
+
+
+# ---------------------------------------------------------------- exercise 3: a lesion study
+
+
+def _lesion_cases(seed):
+    rng = np.random.default_rng(seed)
+    cases = [{"residual": True, "depth": 5, "seed": 0}, {"residual": False, "depth": 4, "seed": 1}]
+    cases += [{"residual": bool(rng.integers(2)), "depth": int(rng.integers(2, 7)), "seed": int(rng.integers(10**6))}]
+    return cases
+
+
+def _lesion_net(case):
+    """A small BatchNorm MLP whose running statistics differ from a batch's, its inputs and labels."""
+    seed = int(case["seed"])
+    net = mlp(int(case["depth"]), width=8, d_in=6, d_out=4, norm="batch", residual=bool(case["residual"]),
+              init="he", seed=seed)
+    X = torch.randn(40, 6, generator=torch.Generator().manual_seed(seed + 1))
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(X * 2 + 1)
+    y = lesion_logits(net, X).argmax(dim=1)  # the intact net is right on every input
+    net.train()
+    return net, X, y
+
+
+def _lesion_probe(fn, case):
+    net, X, y = _lesion_net(case)
+    return fn(copy.deepcopy(net), X.clone(), y.clone())
+
+
+def _drops(net, X, y, shift=0):
+    intact = lesion_accuracy(net, X, y)
+    n = len(net.blocks)
+    return np.array([intact - lesion_accuracy(net, X, y, drop=(i + shift,)) for i in range(n)])
+
+
+def _train_mode_drops(net, X, y):
+    twin = copy.deepcopy(net).train()
+    out = []
+    with torch.no_grad():
+        for skip in [None, *range(len(twin.blocks))]:
+            h = twin.stem(X)
+            for i, block in enumerate(twin.blocks):
+                if i != skip:
+                    h = block(h)
+            out.append((twin.head(twin.head_act(twin.head_norm(h))).argmax(dim=1) == y).double().mean().item())
+    return out[0] - np.array(out[1:])
+
+
+def _lesion_judge(case, out):
+    net, X, y = _lesion_net(case)
+    n, kind = len(net.blocks), "residual" if case["residual"] else "plain"
+    what = f"deletion_drops for a {kind} net of {n} blocks"
+    got = _array_of(out, "deletion_drops", (n,), what)
+    want = _drops(net, X, y)
+    tol = 1 / len(y) + 1e-9  # one input's verdict may flip on a near tie
+    if np.all(np.abs(got - want) <= tol):
+        return
+    intact = lesion_accuracy(net, X, y)
+    mistakes = [
+        (intact - want, "these are the accuracies with each block deleted, not the drops: subtract them from "
+                        "the intact net's accuracy"),
+        (-want, "the sign is flipped: a drop is the intact accuracy minus the lesioned one"),
+        (100 * want, "give the drops as fractions (0.05), not in percent"),
+        (np.zeros(n), "no block was deleted: a deleted block passes its input on unchanged, h_(i+1) = h_i"),
+        (_train_mode_drops(net, X, y), "your accuracies are those of the net in training mode: call net.eval() "
+                                       "first, so that BatchNorm uses its running statistics"),
+    ]
+    if n > 1:
+        mistakes.append((np.append(_drops(net, X, y, shift=1)[:-1], 0.0), "you deleted block i + 1 instead of "
+                                                                          "block i (0-based indices into net.blocks)"))
+    for wrong, message in mistakes:
+        if np.all(np.abs(got - np.asarray(wrong)) <= tol):
+            raise AssertionError(f"{what}: {message}")
+    i = int(np.argmax(np.abs(got - want)))
+    raise AssertionError(f"{what}: the drop for block {i} is {got[i]:.3f}; deleting it (h_(i+1) = h_i, stem and "
+                         f"head kept, eval mode) changes the accuracy from {intact:.3f} by {want[i]:.3f}")
+
+
+DELETION_DROPS = Exercise("deletion_drops", ["deletion_drops"], _lesion_cases, _lesion_probe, _lesion_judge)
+register("ch5-ex3a-tests", DELETION_DROPS)
+
+
+def check_deletion_drops(fn, hidden=False):
+    """``fn(net, X, y)`` must return, for each block, the drop in accuracy when that block alone is deleted."""
+    DELETION_DROPS.check(fn, hidden=hidden)
+
+
+@functools.lru_cache(maxsize=8)
+def lesion_reference(seed):
+    """The single-deletion drops of :func:`gradflow.papers.lesion_pair`'s two nets: (residual, plain)."""
+    resnet, plain, X_test, y_test = lesion_pair(seed=seed)
+    with one_thread():
+        return _drops(resnet, X_test, y_test), _drops(plain, X_test, y_test), lesion_accuracy(resnet, X_test, y_test)
+
+
+LESION_TOLERANCE = 0.015  # about seven of the 449 test images: training differs in the last bits between machines
+
+
+def _conclusion_judge(case, out):
+    out = value(out, "your answers")
+    worst, best, seed = (value(v, name) for v, name in zip(out, ("residual_worst", "plain_best", "SEED"),
+                                                             strict=True))
+    for v, name in ((worst, "residual_worst"), (best, "plain_best")):
+        if v is None:
+            raise AssertionError(f"set `{name}` to the number your lesion study gives (a fraction, e.g. 0.05)")
+    seed = int(as_scalar(seed, "SEED"))
+    if not 0 <= seed < 10**6:
+        raise AssertionError(f"SEED = {seed}: use the notebook's SEED (a small non-negative whole number)")
+    worst, best = as_scalar(worst, "residual_worst"), as_scalar(best, "plain_best")
+    res, pl, _ = lesion_reference(seed)
+    ok = lambda got, want: abs(got - want) <= LESION_TOLERANCE  # noqa: E731
+    if ok(worst, res.max()) and ok(best, pl.min()):
+        return
+    if max(worst, best) > 1:
+        raise AssertionError("give the drops as fractions of the test set (0.05 for five points), not in percent")
+    if ok(worst, pl.min()) and ok(best, res.max()):
+        raise AssertionError("residual_worst and plain_best are swapped")
+    if not ok(worst, res.max()):
+        if ok(worst, res.min()):
+            raise AssertionError(f"residual_worst = {worst:.3f} is the smallest drop; the question is the largest: "
+                                 "the block whose deletion hurts the residual net most")
+        raise AssertionError(f"residual_worst = {worst:.3f}; the largest of deletion_drops(resnet, X_test, y_test) "
+                             f"for the nets of lesion_pair(seed={seed}) is {res.max():.3f}")
+    if ok(best, pl.max()):
+        raise AssertionError(f"plain_best = {best:.3f} is the largest drop; the question is the smallest: the "
+                             "layer whose deletion hurts the plain net least")
+    raise AssertionError(f"plain_best = {best:.3f}; the smallest of deletion_drops(plain, X_test, y_test) for the "
+                         f"nets of lesion_pair(seed={seed}) is {pl.min():.3f}")
+
+
+LESION_CONCLUSION = Exercise("lesion conclusion", ["residual_worst", "plain_best", "SEED"], lambda seed: [None],
+                             lambda worst, best, seed, case: [worst, best, seed], _conclusion_judge, functions=(),
+                             timeout=60)
+register("ch5-ex3b-tests", LESION_CONCLUSION)
+
+
+def check_lesion_conclusion(residual_worst, plain_best, seed):
+    """The largest single-deletion drop of the residual net and the smallest of the plain net (lesion_pair(seed))."""
+    LESION_CONCLUSION.check(residual_worst, plain_best, seed)
+
+
+# ---------------------------------------------------------------- exercise 4: shattered gradients
 
 
 def _lag1(g):
+    """Pearson correlation of g[:-1] and g[1:] (each with its own mean and spread)."""
     g = np.asarray(g, dtype=np.float64)
     a, b = g[:-1] - g[:-1].mean(), g[1:] - g[1:].mean()
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
@@ -129,108 +458,112 @@ def _uncentred(g):
     return float(g[:-1] @ g[1:] / np.sqrt((g[:-1] @ g[:-1]) * (g[1:] @ g[1:])))
 
 
-def check_neighbour_correlation(fn):
+ESTIMATORS = "the Pearson correlation of g[:-1] and g[1:] (or the textbook lag-1 autocorrelation)"
+
+
+def _series_cases(seed):
+    rng = np.random.default_rng(seed)
+    t = np.linspace(-2, 2, 64)
+    noise = np.random.default_rng(0).standard_normal(256)
+    cases = [("a sine wave", np.sin(3 * t)), ("a straight line", 3 * t + 1),
+             ("an alternating sequence +1, -1, +1, ...", np.array([(-1.0) ** i for i in range(50)])),
+             ("white noise", noise), ("white noise plus 5", noise + 5), ("white noise times 1000", noise * 1000)]
+    walk = np.cumsum(rng.standard_normal(int(rng.integers(20, 200))))
+    ar = np.zeros(int(rng.integers(30, 120)))
+    phi = float(rng.uniform(-0.9, 0.9))
+    for i in range(1, len(ar)):
+        ar[i] = phi * ar[i - 1] + rng.standard_normal()
+    cases += [("a random walk", walk), (f"an AR(1) series with coefficient {phi:.2f}", ar)]
+    return [{"name": name, "g": g.tolist()} for name, g in cases]
+
+
+def _series_probe(fn, case):
+    return fn(torch.tensor(case["g"], dtype=torch.float64))
+
+
+def _lag1_judge(case, out):
+    g = np.array(case["g"], dtype=np.float64)
+    what = f"your correlation for {case['name']}"
+    got = as_scalar(value(out, "lag1_correlation"), what)
+    pearson, acf = _lag1(g), _acf1(g)
+    if abs(got - pearson) < 1e-6 or abs(got - acf) < 1e-6:
+        return
+    a, b = g[:-1] - g[:-1].mean(), g[1:] - g[1:].mean()
+    unscaled = (np.mean(a * b), np.sum(a * b), np.mean(g[:-1] * g[1:]), np.sum(g[:-1] * g[1:]))
+    shown, want = _pair(got, pearson)
+    if any(abs(got - u) <= 1e-6 * max(1.0, abs(u)) for u in unscaled):
+        raise AssertionError(f"{what} is {got:.4g}, a covariance or mean product, not a correlation: divide by "
+                             f"the product of the two standard deviations (the answer is {pearson:.4f})")
+    if abs(got - _uncentred(g)) < 1e-6:
+        raise AssertionError(f"{what} is {shown} but should be {want}: subtract the means of g[:-1] and g[1:] "
+                             "before multiplying (a correlation, not a cosine)")
+    if abs(got - 1.0) < 1e-9 and abs(pearson - 1.0) > 1e-6:
+        raise AssertionError(f"{what} is 1.0, but it should be {pearson:.4f}: did you correlate g with itself "
+                             "instead of g[:-1] with g[1:]?")
+    if abs(got) > 1 + 1e-9:
+        raise AssertionError(f"{what} is {got:.4g}, outside [-1, 1]: divide the covariance by the product of the two "
+                             "standard deviations")
+    if "plus 5" in case["name"]:
+        raise AssertionError(f"{what} is {shown} but should be {want}, the same as without the 5: subtract the "
+                             "means before multiplying")
+    raise AssertionError(f"{what} is {shown}; {ESTIMATORS} is {want}")
+
+
+LAG1_CORRELATION = Exercise("lag1_correlation", ["lag1_correlation"], _series_cases, _series_probe, _lag1_judge)
+
+
+def check_neighbour_correlation(fn, hidden=False):
     """``fn(g)`` must return the correlation between ``g[i]`` and ``g[i+1]`` of a 1-D tensor ``g``."""
-    t = torch.linspace(-2, 2, 64, dtype=torch.float64)
-    noise = torch.randn(256, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    cases = [
-        ("a sine wave", torch.sin(3 * t)),
-        ("a straight line", 3 * t + 1),
-        ("an alternating sequence +1, -1, +1, ...", torch.tensor([(-1.0) ** i for i in range(50)])),
-        ("white noise", noise),
-        ("white noise plus 5", noise + 5),
-        ("white noise times 1000", noise * 1000),
-    ]
-    for name, g in cases:
-        what = f"your correlation for {name}"
-        got = as_scalar(call(fn, what, g.clone()), what)
-        want = _lag1(g.numpy())
-        if abs(got - want) < 1e-6 or abs(got - _acf1(g.numpy())) < 1e-6:
-            continue
-        arr = g.numpy()
-        a, b = arr[:-1] - arr[:-1].mean(), arr[1:] - arr[1:].mean()
-        unscaled = (np.mean(a * b), np.sum(a * b), np.mean(arr[:-1] * arr[1:]), np.sum(arr[:-1] * arr[1:]))
-        if any(abs(got - u) <= 1e-6 * max(1.0, abs(u)) for u in unscaled):
-            raise AssertionError(f"{what} is {got:.4g}, a covariance or mean product, not a correlation: divide by "
-                                 f"the product of the two standard deviations (the answer is {want:.4f})")
-        if abs(got - _uncentred(g.numpy())) < 1e-6:
-            raise AssertionError(f"{what} is {got:.4f} but should be {want:.4f}: subtract the means of g[:-1] "
-                                 "and g[1:] before multiplying (a correlation, not a cosine)")
-        if abs(got - 1.0) < 1e-9 and abs(want - 1.0) > 1e-6:
-            raise AssertionError(f"{what} is 1.0, but it should be {want:.4f}: did you correlate g with itself "
-                                 "instead of g[:-1] with g[1:]?")
-        if abs(got) > 1 + 1e-9:
-            raise AssertionError(f"{what} is {got:.4g}, outside [-1, 1]: divide the covariance by the product "
-                                 "of the two standard deviations")
-        if "plus 5" in name:
-            raise AssertionError(f"{what} is {got:.4f} but should be {want:.4f}, the same as without the 5: "
-                                 "subtract the means before multiplying")
-        raise AssertionError(f"{what} is {got:.4f}; the Pearson correlation of g[:-1] and g[1:] is {want:.4f}")
+    LAG1_CORRELATION.check(fn, hidden=hidden)
 
 
-def reference_depth_correlation(depth, residual, seeds=(0, 1, 2)):
-    """The mean neighbour correlation of ``grid_gradients(depth, residual, seed=s)`` over ``seeds``."""
-    return float(np.mean([_lag1(grid_gradients(depth, residual, seed=s).numpy()) for s in seeds]))
+def _depth_cases(seed):
+    cases = [{"depth": 12, "residual": False, "seeds": [0, 1, 2]}, {"depth": 12, "residual": True, "seeds": [0, 1, 2]}]
+    if seed:
+        rng = np.random.default_rng(seed)
+        s = int(rng.integers(100))
+        cases = [{"depth": int(rng.integers(3, 20)), "residual": bool(r), "seeds": [s, s + 1, s + 2]} for r in (0, 1)]
+    return cases
 
 
-def check_depth_correlations(plain, residual, depth=12):
-    """The student's mean correlations at ``depth`` (seeds 0, 1, 2) for the plain and the residual net."""
-    for value, is_residual in ((plain, False), (residual, True)):
-        kind = "residual" if is_residual else "plain"
-        got = as_scalar(value, f"your {kind} correlation at depth {depth}")
-        want = reference_depth_correlation(depth, is_residual)
-        if abs(got - want) > 1e-4:
-            other = reference_depth_correlation(depth, not is_residual)
-            if abs(got - other) <= 1e-4:
-                raise AssertionError(f"your {kind} correlation, {got:.4f}, is the "
-                                     f"{'plain' if is_residual else 'residual'} net's: swap them")
-            raise AssertionError(f"your {kind} correlation at depth {depth} is {got:.4f}; averaging "
-                                 f"neighbour_correlation(grid_gradients({depth}, residual={is_residual}, seed=s)) "
-                                 f"over s = 0, 1, 2 gives {want:.4f}")
+def _depth_probe(fn, case):
+    return fn(case["depth"], case["residual"], list(case["seeds"]))
 
 
-# ---------------------------------------------------------------------------------------------- ex4
+@functools.lru_cache(maxsize=64)
+def _depth_reference(depth, residual, seeds):
+    with one_thread():
+        grads = [grid_gradients(depth, residual, seed=s).numpy() for s in seeds]
+    return (float(np.mean([_lag1(g) for g in grads])), float(np.mean([_acf1(g) for g in grads])),
+            _lag1(grads[0]), _acf1(grads[0]))
 
 
-def _product(As, lam, order="right"):
-    n = As[0].shape[0]
-    J = torch.eye(n, dtype=torch.float64)
-    for A in As:
-        step = lam * torch.eye(n, dtype=torch.float64) + A
-        J = step @ J if order == "right" else J @ step
-    return J
+def _depth_judge(case, out):
+    depth, residual, seeds = int(case["depth"]), bool(case["residual"]), tuple(int(s) for s in case["seeds"])
+    kind = "residual" if residual else "plain"
+    what = f"correlation_at({depth}, residual={residual}, seeds={list(seeds)})"
+    got = as_scalar(value(out, "correlation_at"), what)
+    pearson, acf, first_p, first_a = _depth_reference(depth, residual, seeds)
+    tol = 2e-5  # float32 gradients: the same estimator agrees to ~1e-6 on any machine
+    if abs(got - pearson) <= tol or abs(got - acf) <= tol:
+        return
+    if abs(got - first_p) <= tol or abs(got - first_a) <= tol:
+        raise AssertionError(f"{what} = {got:.4f} is the correlation for seed {seeds[0]} alone: average "
+                             f"lag1_correlation over all the seeds given ({len(seeds)} of them)")
+    other_p, other_a, _, _ = _depth_reference(depth, not residual, seeds)
+    if abs(got - other_p) <= tol or abs(got - other_a) <= tol:
+        raise AssertionError(f"{what} = {got:.4f} is the {'plain' if residual else 'residual'} net's value: pass "
+                             "`residual` on to grid_gradients")
+    shown, want = _pair(got, pearson)
+    raise AssertionError(f"{what} is {shown}; averaging your lag1_correlation of grid_gradients({depth}, "
+                         f"residual={residual}, seed=s) over the seeds gives {want} for the {kind} net "
+                         f"({ESTIMATORS})")
 
 
-def check_stack_jacobian(fn):
-    """``fn(As, lam)`` must return ``∂x_L/∂x_0`` of ``x_{i+1} = lam x_i + A_i x_i`` (column vectors)."""
-    g = torch.Generator().manual_seed(4)
-    for L, n, lam in ((3, 4, 0.5), (1, 3, 2.0), (5, 6, 1.0), (4, 2, 0.0)):
-        As = [torch.randn(n, n, generator=g, dtype=torch.float64) for _ in range(L)]
-        what = f"stack_jacobian(As, lam={lam}) with {L} matrices of shape ({n}, {n})"
-        got = as_array(call(fn, what, [A.clone() for A in As], lam), what)
-        if got.shape != (n, n):
-            raise AssertionError(f"{what} returned shape {got.shape}; expected ({n}, {n})")
+DEPTH_CORRELATION = Exercise("correlation_at", ["correlation_at"], _depth_cases, _depth_probe, _depth_judge)
+register("ch5-ex4-tests", LAG1_CORRELATION, DEPTH_CORRELATION)
 
-        def x_L(x0, As=As, lam=lam):
-            for A in As:
-                x0 = lam * x0 + A @ x0
-            return x0
 
-        want = torch.autograd.functional.jacobian(x_L, torch.zeros(n, dtype=torch.float64)).numpy()
-        if np.allclose(got, want, rtol=1e-8, atol=1e-10):
-            continue
-        wrong = [
-            (_product(As, lam, order="left"), "you multiplied in the wrong order: the last block's factor "
-             "goes on the left, (λI + A_{L-1}) ··· (λI + A_0)"),
-            (_product([A.T for A in As], lam), "you transposed the A_i: for x_{i+1} = λ x_i + A_i x_i (column "
-             "vectors) the block's Jacobian is λI + A_i"),
-            (_product(As, 1.0), "your shortcut factor is 1: with a scaled shortcut each block's Jacobian "
-             "is λI + A_i"),
-            (_product([lam * A for A in As], 1.0), "you scaled the branch instead of the shortcut: each "
-             "block's Jacobian is λI + A_i"),
-        ]
-        for J, message in wrong:
-            if message is not None and np.allclose(got, as_array(J, "reference"), rtol=1e-8, atol=1e-10):
-                raise AssertionError(f"{what}: {message}")
-        err = np.abs(got - want).max()
-        raise AssertionError(f"{what} differs from autograd's Jacobian by up to {err:.3g}")
+def check_depth_correlations(fn, hidden=False):
+    """``fn(depth, residual, seeds)``: the mean neighbour correlation of ``grid_gradients`` over ``seeds``."""
+    DEPTH_CORRELATION.check(fn, hidden=hidden)

@@ -4,7 +4,7 @@ Every checker is an :class:`~gradflow.checks.exercise.Exercise`: cases drawn fro
 data, a probe that calls the student's code on one case, and a judge that computes the reference
 itself and names the mistake. The ``check_*`` functions are the thin wrappers the test cells call.
 
-1. ``layernorm_jacobian(x, eps)``: the Jacobian of LayerNorm at a vector (placement page);
+1. ``layernorm_jacobian(x, gamma, eps)``: the Jacobian of per-token LayerNorm with a gain (placement page);
 2. ``post_ln_bound(blocks, x)``: the Post-LN gradient bound, a product of ``‖I + F'‖₂ / σ(s)``;
 3. ``rezero_alpha_grads(blocks, x, g)``: the gradient of ReZero's gates at α = 0 (without-norm page);
 4. ``fixup_init(blocks)``: Fixup's rules 1 and 2, in place;
@@ -46,83 +46,91 @@ def _close(a, b, rtol=1e-7, atol=1e-10):
 # ---------------------------------------------------------------- exercise 1: the LayerNorm Jacobian
 
 
-def ln_jacobian_reference(x, eps):
-    """``(I - 1 1ᵀ/d - x̂ x̂ᵀ/d) / s``, ``s = sqrt(var x + eps)`` (biased variance), in float64 NumPy."""
-    x = np.asarray(x, dtype=np.float64)
-    d = x.size
-    s = math.sqrt(x.var() + eps)
-    xh = (x - x.mean()) / s
-    return (np.eye(d) - np.ones((d, d)) / d - np.outer(xh, xh) / d) / s
-
-
-def _ln_variants(x, eps):
-    """Common wrong Jacobians, each with the message that names the mistake."""
-    x = np.asarray(x, dtype=np.float64)
+def _block(x, gamma, eps, variant=None):
+    """One token's Jacobian (or a common mistake) of ``gamma * (x - mean) / sigma``."""
     d = x.size
     eye, ones = np.eye(d), np.ones((d, d)) / d
     c = x - x.mean()
-    s = math.sqrt(x.var() + eps)
-    xh = c / s
-    out = [
-        ((eye - np.outer(xh, xh) / d) / s,
-         "the term −1 1ᵀ/d is missing: the mean μ depends on every x_j too (∂μ/∂x_j = 1/d)"),
-        ((eye - ones) / s,
-         "the term −x̂ x̂ᵀ/d is missing: the standard deviation depends on x too "
-         "(∂s/∂x_j = (x_j − μ)/(d s))"),
-        (eye / s, "you differentiated only the division by s: both μ and s depend on x"),
-        ((eye - ones - np.outer(xh, xh)) / s, "the x̂ x̂ᵀ term needs a factor 1/d (∂s/∂x_j = (x_j − μ)/(d s))"),
-        ((eye - ones - np.outer(xh, xh) / d) * s, "you multiplied by s instead of dividing by it"),
-    ]
-    if d > 1:
-        su = math.sqrt(x.var(ddof=1) + eps)
-        xu = c / su
-        out.append(((eye - ones - np.outer(xu, xu) / (d - 1)) / su,
-                    "you used the unbiased variance (divide by d − 1); LayerNorm divides by d"))
-    s0 = math.sqrt(x.var()) if x.var() > 0 else None
-    if s0:
-        x0 = c / s0
-        out.append(((eye - ones - np.outer(x0, x0) / d) / s0,
-                    f"eps = {eps:g} is missing: s = √(var x + eps), and eps matters when var x is small"))
-        se = s0 + eps
-        out.append(((eye - ones - np.outer(c, c) / (d * s0 * se)) / se,
-                    "eps goes inside the square root: s = √(var x + eps), not √(var x) + eps"))
+    var = x.var(ddof=1) if variant == "unbiased" and d > 1 else x.var()
+    sigma = math.sqrt(var + (0.0 if variant == "no eps" else eps))
+    if sigma == 0:
+        return np.full((d, d), np.nan)
+    xh = c / sigma
+    frac = 1 / (d - 1) if variant == "unbiased" and d > 1 else 1 / d
+    P = {"no mean": eye - np.outer(xh, xh) * frac, "no var": eye - ones,
+         "no 1/d": eye - ones - np.outer(xh, xh)}.get(variant, eye - ones - np.outer(xh, xh) * frac)
+    if variant == "no gain":
+        return P / sigma
+    if variant == "gain right":
+        return P * gamma[None, :] / sigma
+    return gamma[:, None] * P / sigma
+
+
+def ln_jacobian_reference(x, gamma, eps, variant=None):
+    """The ``(T d) x (T d)`` Jacobian of LayerNorm with gain ``gamma`` applied to each row of ``x``.
+
+    Block diagonal (tokens do not mix), one block ``diag(γ) (I - 1 1ᵀ/d - x̂ x̂ᵀ/d) / σ`` per token,
+    ``σ = sqrt(var x_t + eps)`` (biased variance). ``variant`` makes a common mistake instead.
+    """
+    x, gamma = np.atleast_2d(np.asarray(x, dtype=np.float64)), np.asarray(gamma, dtype=np.float64)
+    if variant == "one vector":  # LayerNorm over the whole flattened sequence
+        return _block(x.ravel(), np.tile(gamma, x.shape[0]), eps)
+    T, d = x.shape
+    out = np.zeros((T * d, T * d))
+    for t in range(T):
+        out[t * d:(t + 1) * d, t * d:(t + 1) * d] = _block(x[t], gamma, eps, variant)
     return out
+
+
+_LN_HINTS = {
+    "no gain": "the gain γ is missing: LN(x) = γ ⊙ (x − μ)/σ, so each row i of a block is multiplied by γ_i",
+    "gain right": "γ multiplies the output, so it scales the rows (diag(γ) on the left), not the columns",
+    "one vector": "LayerNorm normalises each token (row) on its own: the Jacobian is block diagonal, "
+                  "one d × d block per token, not one LayerNorm over the whole flattened sequence",
+    "no mean": "the term −1 1ᵀ/d is missing: the mean μ depends on every x_j too (∂μ/∂x_j = 1/d)",
+    "no var": "the term −x̂ x̂ᵀ/d is missing: σ depends on x too (∂σ/∂x_j = (x_j − μ)/(d σ))",
+    "no 1/d": "the x̂ x̂ᵀ term needs a factor 1/d (∂σ/∂x_j = (x_j − μ)/(d σ))",
+    "unbiased": "you used the unbiased variance (divide by d − 1); LayerNorm divides by d",
+    "no eps": "eps is missing: σ = √(var x + eps)",
+}
 
 
 def _ln_cases(seed):
     rng = np.random.default_rng(seed)
     cases = []
-    for d, scale, eps in [(4, 3.0, 1e-5), (7, 0.5, 1e-5), (16, 2.0, 1e-5), (5, 0.2, 0.05)]:
-        x = rng.normal(rng.normal(0, 2), scale, size=d)
-        cases.append({"x": x.tolist(), "eps": eps})
+    for T, d, scale, eps in [(1, 4, 3.0, 1e-5), (3, 5, 1.0, 1e-5), (4, 8, 2.0, 1e-5), (2, 6, 0.2, 0.05)]:
+        x = rng.normal(rng.normal(0, 2), scale, size=(T, d))
+        gamma = rng.uniform(0.5, 2.0, size=d)
+        cases.append({"x": x.tolist(), "gamma": gamma.tolist(), "eps": eps})
     return cases
 
 
 def _ln_probe(fn, case):
-    return fn(torch.tensor(case["x"], dtype=F64), case["eps"])
+    return fn(torch.tensor(case["x"], dtype=F64), torch.tensor(case["gamma"], dtype=F64), case["eps"])
 
 
 def _ln_judge(case, out):
     name = "layernorm_jacobian"
-    x, eps = np.asarray(case["x"], dtype=np.float64), float(case["eps"])
-    d = x.size
+    x, gamma, eps = np.asarray(case["x"], dtype=np.float64), np.asarray(case["gamma"]), float(case["eps"])
+    T, d = x.shape
     got = as_array(value(out, name), name)
-    if got.shape != (d, d):
-        raise AssertionError(f"{name} returned shape {got.shape} for a vector of length {d}; "
-                             f"the Jacobian is {d} × {d} (one row per output)")
+    if got.shape != (T * d, T * d):
+        raise AssertionError(f"{name} returned shape {got.shape} for x of shape ({T}, {d}); the Jacobian of "
+                             f"the flattened output by the flattened input is {T * d} × {T * d}")
     if not np.all(np.isfinite(got)):
         raise AssertionError(f"{name} returned NaN or infinite entries")
-    ref = ln_jacobian_reference(x, eps)
+    ref = ln_jacobian_reference(x, gamma, eps)
     single = getattr(out, "dtype", None) == np.float32  # float32 arithmetic is fine: a looser tolerance
     if _close(got, ref, rtol=2e-5 if single else 1e-7, atol=1e-6 if single else 1e-10):
         return
-    for wrong, hint in _ln_variants(x, eps):
-        if _close(got, wrong, rtol=1e-6, atol=1e-9):
+    for variant, hint in _LN_HINTS.items():
+        wrong = ln_jacobian_reference(x, gamma, eps, variant)
+        if wrong.shape == got.shape and _close(got, wrong, rtol=1e-5 if single else 1e-7, atol=1e-9):
             raise AssertionError(f"{name}: {hint}")
     i, j = np.unravel_index(int(np.argmax(np.abs(got - ref))), ref.shape)
-    raise AssertionError(f"{name}(x) at x = {np.round(x, 3).tolist()} (eps = {eps:g}): entry [{i}, {j}] is "
-                         f"{got[i, j]:.6g}; the Jacobian has {ref[i, j]:.6g} (compare with "
-                         "torch.autograd.functional.jacobian of your LayerNorm)")
+    raise AssertionError(f"{name}: for x of shape ({T}, {d}) (eps = {eps:g}), entry [{i}, {j}] is {got[i, j]:.6g}; "
+                         f"the Jacobian has {ref[i, j]:.6g} (compare with torch.autograd.functional.jacobian "
+                         "of torch.nn.functional.layer_norm with weight=gamma)")
 
 
 LAYERNORM_JACOBIAN = Exercise("layernorm_jacobian", ["layernorm_jacobian"], _ln_cases, _ln_probe, _ln_judge)
@@ -130,7 +138,7 @@ register("ch6-ex1-tests", LAYERNORM_JACOBIAN)
 
 
 def check_layernorm_jacobian(fn, hidden=False):
-    """``fn(x, eps)`` must return LayerNorm's d × d Jacobian at ``x`` (no gain or bias), in float64."""
+    """``fn(x, gamma, eps)`` must return the Jacobian of per-token LayerNorm with gain ``gamma``."""
     LAYERNORM_JACOBIAN.check(fn, hidden=hidden)
 
 
