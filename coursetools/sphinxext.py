@@ -29,7 +29,7 @@ Each fix is guarded by a browser or build test in ``tests/test_site*.py``. In or
   uses list items instead of the deprecated ``doc-biblioentry`` role, empty table header cells
   become data cells, the sidebar's title link sits in a navigation landmark.
 - **Lighter pages**: no dead ipywidgets state; figures stored as 256-colour PNGs.
-- **Figures can be enlarged**: each notebook figure links to its full-size image.
+- **Figures can be enlarged**: each figure links to its full-size image.
 """
 
 import json
@@ -241,17 +241,12 @@ class KeepPunctuationWithFormulas(SphinxPostTransform):
 
 
 def link_figures(app, doctree, docname):
-    """``doctree-resolved``: each notebook figure links to its full-size image (tap to enlarge)."""
+    """``doctree-resolved``: each figure links to its full-size image (tap to enlarge on a phone)."""
     builder = app.builder
     if builder.format != "html":
         return
     for image in list(doctree.findall(nodes.image)):
         if isinstance(image.parent, nodes.reference) or image["uri"].startswith("data:"):
-            continue
-        container = image.parent
-        while container is not None and container.get("nb_element") != "cell_code_output":
-            container = container.parent
-        if container is None:
             continue
         uri = image["uri"]
         if uri not in app.env.images:

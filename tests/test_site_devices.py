@@ -231,3 +231,44 @@ def test_79_characters_of_code_fit_the_column_at_1280px(offline_page, base_url, 
     # the lines that are longer than 79 characters are the only ones that scroll
     scrolling = [f"{b['longest']} chars: {b['first']}" for b in blocks if b["scrolls"] and b["longest"] <= 79]
     assert not scrolling, f"{path}: code blocks that scroll although no line is over 79 characters: {scrolling}"
+
+
+def _long_source_lines(path):
+    """(cell id, length) of every code line over 79 characters in the page's notebook."""
+    import json
+
+    source = SITE.parents[1] / path.replace(".html", ".ipynb")
+    if not source.exists():
+        return []
+    cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
+    return [(c.get("id"), len(line)) for c in cells if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines() if len(line) > 79]
+
+
+# Pages whose printed outputs are still wider than 79 characters (issue 16, rule 6), on the last
+# check: the chapters' owners shorten them; remove a page here when it passes (strict xfail).
+WIDE_OUTPUTS = {
+    "book/05_papers/shattered.html": "'fewest active units in a layer: ...' is 122 characters",
+    "book/06_transformers/placement.html": "three printed lines of 94 to 105 characters",
+}
+
+
+@pytest.mark.site
+@pytest.mark.parametrize("kind", ["code", "output"])
+@pytest.mark.parametrize("path", CHAPTER_PAGES)
+def test_no_code_or_output_scrolls_at_1280px(offline_page, base_url, path, kind, request):
+    """Issue 16's line rule as a reader sees it: at 1280 px no code cell and no printed output of a
+    chapter scrolls sideways. A notebook whose code is not yet shortened is reported (xfail, with
+    its long cells) until it is; from then on this test guards it."""
+    if kind == "code" and _long_source_lines(path):
+        long = _long_source_lines(path)
+        pytest.xfail(f"{path}: {len(long)} code lines over 79 characters in cells {sorted({c for c, _ in long})}")
+    if kind == "output" and path in WIDE_OUTPUTS:
+        request.applymarker(pytest.mark.xfail(reason=f"{path}: {WIDE_OUTPUTS[path]}", strict=True))
+    page = _open(offline_page, base_url, path, DESKTOP)
+    page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    selector = "article div.cell_input pre" if kind == "code" else "article div.cell_output pre"
+    blocks = page.evaluate(_CODE_JS.replace(
+        "article div.highlight pre, article div.cell_output pre", selector))
+    scrolling = [f"{b['longest']} chars: {b['first']}" for b in blocks if b["scrolls"]]
+    assert not scrolling, f"{path}: {kind} that scrolls sideways at 1280 px: {scrolling}"
