@@ -158,3 +158,13 @@ def test_training_figure_has_two_log_and_linear_panels():
     gradient, loss = fig.axes
     assert gradient.get_yscale() == "log" and loss.get_yscale() == "linear"
     assert len(gradient.lines) == 2 and fig.get_suptitle() == "t"
+
+
+def test_init_profile_is_the_three_probes_in_one_pass():
+    net = tf.transformer(2, "pre", seed=3)
+    tokens, targets = tf.reversal_task(8, seed=2)
+    w, s, v = tf.init_profile(net, tokens, targets)
+    assert torch.allclose(w, tf.ffn_grad_norms(net, tokens, targets))
+    assert torch.allclose(s, tf.stream_grad_norms(net, tokens, targets))
+    with torch.no_grad():
+        assert torch.allclose(v, torch.tensor([x.double().pow(2).mean() for x in tf.streams(net, tokens)]))
