@@ -6,7 +6,8 @@ class of N correct submissions (copies of the chapter's source notebooks) is gra
 **floor** is a fresh Python process that imports the chapter's modules (the set-up cells of its
 notebooks and its checker modules), measured three times outside any sandbox, one thread, as the
 sandboxes run. Goals (issue 18): one student in at most twice the floor, and 300 students in at
-most 10 minutes (extrapolated from the largest class: seconds per student × 300).
+most 10 minutes (extrapolated from the largest class: seconds per student × 300). Each student is
+graded in one sandbox for all their notebooks (see coursetools.judge).
 
 ``python -m coursetools.bench`` runs it as part of a full run; ``python -m coursetools.gradebench``
 runs it alone. Either writes the table into ``book/benchmark.md`` between its markers.
@@ -171,9 +172,10 @@ def render(report, machine=""):
     b, ok = report["budgets"], report["within_budget"]
     lines = [
         f"Grading `{report['chapter']}` ({', '.join(report['notebooks'])}){machine}: a synthetic class of N correct"
-        f" submissions graded by `make grade`, each notebook in its own sandbox, {report['jobs']} at a time (one"
-        f" for N = 1). The floor, a fresh Python process that imports the chapter's modules, took"
-        f" {report['floor_seconds']:.1f}\u00a0s (median of {len(report['floor_runs'])}).",
+        f" submissions graded by `make grade`, each student in a sandbox of their own, {report['jobs']} at a time"
+        f" (one for N = 1). The floor, a fresh Python process that imports the chapter's modules, took"
+        f" {report['floor_seconds']:.1f}\u00a0s (median of {len(report['floor_runs'])}); on a machine with other"
+        " work the per-student ratio to it is steadier than the times.",
         "",
         f"| students N | wall time | per student | per student ÷ floor (≤ {b['grading_floor_ratio']:g}) "
         f"| 300 students (≤ {b['grading_300_seconds'] / 60:g} min) | notebooks with full marks |",

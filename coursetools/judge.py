@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,7 +197,7 @@ class _Notebook:
                         " (the grading stopped earlier)" if earlier else "")
                 else:
                     try:
-                        message = ex.verdict(cases, self.answers[(gid, i)])
+                        message = _verdict(ex, cases, self.answers[(gid, i)])
                     except Exception as err:  # noqa: BLE001 - a judge must not crash; if it does, say so
                         message = f"{ex.name}: the checker failed on this answer ({type(err).__name__}: {err})"
                         staff.append(f"{gid}: {message}")
@@ -209,6 +210,27 @@ class _Notebook:
         result["total"] = sum(c["score"] for c in result["cells"].values())
         result["notes"] = list(dict.fromkeys(notes))
         result["staff_notes"] = list(dict.fromkeys(staff))
+
+
+_VERDICTS, _VERDICTS_LOCK, _VERDICTS_MAX = {}, threading.Lock(), 4096
+
+
+def _verdict(ex, cases, outputs):
+    """``ex.verdict(cases, outputs)``, remembered: a judge is a pure function of the cases and the answers, so
+    students who hand back the same answers to the same cases (a seed-independent exercise) cost one judging."""
+    try:
+        key = (id(ex), hashlib.sha256(json.dumps([cases, outputs], sort_keys=True).encode()).hexdigest())
+    except (TypeError, ValueError):
+        return ex.verdict(cases, outputs)
+    with _VERDICTS_LOCK:
+        if key in _VERDICTS:
+            return _VERDICTS[key]
+    message = ex.verdict(cases, outputs)
+    with _VERDICTS_LOCK:
+        if len(_VERDICTS) >= _VERDICTS_MAX:
+            _VERDICTS.pop(next(iter(_VERDICTS)))
+        _VERDICTS[key] = message
+    return message
 
 
 def _ended(run, nb):

@@ -282,11 +282,75 @@ def test_depth_correlations_reject_single_seed_and_swapped_flag():
     assert "neighbour_correlation" not in str(err.value), "the message must not point to the forbidden function"
 
 
+# ---------------------------------------------------------------- exercise 5: BatchNorm's growth rate
+
+
+def _gauss_mean(f, z):
+    pdf = torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi)
+    return torch.trapezoid(f * pdf, z).item()
+
+
+def rate_trapezoid(phi, dphi, ends=10.0, points=200_001):
+    z = torch.linspace(-ends, ends, points, dtype=torch.float64)
+    var = _gauss_mean(phi(z) ** 2, z) - _gauss_mean(phi(z), z) ** 2
+    return math.sqrt(_gauss_mean(dphi(z) ** 2, z) / var)
+
+
+def rate_scipy(phi, dphi):
+    from scipy import integrate
+
+    pdf = lambda t: math.exp(-t * t / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    at = lambda f, t: float(f(torch.tensor(t, dtype=torch.float64)))  # noqa: E731
+    mean = lambda g: integrate.quad(lambda t: g(t) * pdf(t), -12, 12, points=[0], limit=200)[0]  # noqa: E731
+    var = mean(lambda t: at(phi, t) ** 2) - mean(lambda t: at(phi, t)) ** 2
+    return torch.tensor(mean(lambda t: at(dphi, t) ** 2) / var).sqrt()
+
+
+@pytest.mark.parametrize("fn", [rate_trapezoid, rate_scipy])
+def test_bn_growth_rate_accepts(fn):
+    P.check_bn_growth_rate(fn)
+    P.check_bn_growth_rate(fn, hidden=True)
+
+
+def test_bn_growth_rate_reference_and_poincare():
+    relu = P.bn_growth_reference({"activation": "relu"})
+    assert relu == pytest.approx(math.sqrt(math.pi / (math.pi - 1)), rel=1e-9)
+    assert P.bn_growth_reference({"activation": "linear"}) == pytest.approx(1.0, rel=1e-9)
+    for case in P._bn_cases(0) + P._bn_cases(7):  # Poincaré: Var φ(z) ≤ E[φ'(z)²], so r ≥ 1
+        assert P.bn_growth_reference(case) >= 1 - 1e-12
+
+
+def test_bn_growth_rate_rejects_common_mistakes():
+    check = P.check_bn_growth_rate
+    rejects(check, lambda phi, dphi: rate_trapezoid(phi, dphi) ** 2, match="take the square root")
+    rejects(check, lambda phi, dphi: 1 / rate_trapezoid(phi, dphi), match="goes in the numerator")
+
+    def square_of_mean(phi, dphi):
+        z = torch.linspace(-10, 10, 200_001, dtype=torch.float64)
+        var = _gauss_mean(phi(z) ** 2, z) - _gauss_mean(phi(z), z) ** 2
+        return math.sqrt(_gauss_mean(dphi(z), z) ** 2 / var)
+
+    def uncentred(phi, dphi):
+        z = torch.linspace(-10, 10, 200_001, dtype=torch.float64)
+        return math.sqrt(_gauss_mean(dphi(z) ** 2, z) / _gauss_mean(phi(z) ** 2, z))
+
+    def sampled(phi, dphi):
+        z = torch.randn(100_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return math.sqrt((dphi(z) ** 2).mean().item() / phi(z).var().item())
+
+    rejects(check, square_of_mean, match="square of the mean")
+    rejects(check, uncentred, match="the variance Var φ")
+    rejects(check, sampled, match="not to four significant digits")
+    rejects(check, lambda phi, dphi: rate_trapezoid(phi, dphi, points=801), match="not to four significant digits")
+    rejects(check, lambda phi, dphi: None, match="returned None")
+
+
 # ---------------------------------------------------------------- the registry and hostile outputs
 
 
 def test_every_grade_id_is_registered():
-    ids = {"ch5-ex1-tests", "ch5-ex2a-tests", "ch5-ex2b-tests", "ch5-ex3a-tests", "ch5-ex3b-tests", "ch5-ex4-tests"}
+    ids = {"ch5-ex1-tests", "ch5-ex2a-tests", "ch5-ex2b-tests", "ch5-ex3a-tests", "ch5-ex3b-tests", "ch5-ex4-tests",
+           "ch5-ex5-tests"}
     assert ids <= set(ex.REGISTRY)
     assert ex.REGISTRY["ch5-ex4-tests"] == [P.LAG1_CORRELATION, P.DEPTH_CORRELATION]
     for grade_id in ids:
@@ -296,7 +360,8 @@ def test_every_grade_id_is_registered():
 
 
 @pytest.mark.parametrize("exercise", [P.STACK_JACOBIAN, P.LENGTH_COMPONENTS, P.PATH_NORM_SUMS, P.VEIT_MEASURED,
-                                      P.DELETION_DROPS, P.LAG1_CORRELATION, P.DEPTH_CORRELATION])
+                                      P.DELETION_DROPS, P.LAG1_CORRELATION, P.DEPTH_CORRELATION,
+                                      P.BN_GROWTH_RATE])
 def test_judges_survive_junk(exercise):
     cases = exercise.cases(0)
     for junk in (None, "x", [1, 2], {"__array__": [[1, 2], [3]], "dtype": "float64", "shape": [2, 2]},

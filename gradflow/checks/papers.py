@@ -10,7 +10,8 @@ when grading), and a judge that computes the reference itself and names the mist
   ``veit_measured`` (which of the two Veit et al. measured);
 - exercise 3 (paths): ``deletion_drops`` (a lesion study) and its conclusion, ``residual_worst``
   and ``plain_best``;
-- exercise 4 (shattered): ``lag1_correlation`` and ``correlation_at``.
+- exercise 4 (shattered): ``lag1_correlation`` and ``correlation_at``;
+- exercise 5 (degradation): ``bn_growth_rate``, BatchNorm's growth rate for any activation.
 """
 
 import copy
@@ -50,6 +51,9 @@ __all__ = [
     "check_lesion_conclusion",
     "check_neighbour_correlation",
     "check_depth_correlations",
+    "BN_GROWTH_RATE",
+    "check_bn_growth_rate",
+    "bn_growth_reference",
     "lesion_reference",
 ]
 
@@ -567,3 +571,100 @@ register("ch5-ex4-tests", LAG1_CORRELATION, DEPTH_CORRELATION)
 def check_depth_correlations(fn, hidden=False):
     """``fn(depth, residual, seeds)``: the mean neighbour correlation of ``grid_gradients`` over ``seeds``."""
     DEPTH_CORRELATION.check(fn, hidden=hidden)
+
+
+# ---------------------------------------------------------------- exercise 5: BatchNorm's growth rate
+
+
+def _activation(case):
+    """``(phi, dphi)`` for the case's activation, acting elementwise on float64 tensors."""
+    name = case["activation"]
+    if name == "relu":
+        return torch.relu, lambda z: (z > 0).to(z.dtype)
+    if name == "leaky_relu":
+        a = float(case["slope"])
+        return (lambda z: torch.where(z > 0, z, a * z),
+                lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, a)))
+    if name == "tanh":
+        return torch.tanh, lambda z: 1 - torch.tanh(z) ** 2
+    if name == "sigmoid":
+        return torch.sigmoid, lambda z: torch.sigmoid(z) * (1 - torch.sigmoid(z))
+    if name == "softplus":
+        return torch.nn.functional.softplus, torch.sigmoid
+    if name == "linear":
+        return (lambda z: z), torch.ones_like
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _describe(case):
+    return f"leaky ReLU with slope {case['slope']:.3g}" if case["activation"] == "leaky_relu" else case["activation"]
+
+
+def _bn_cases(seed):
+    cases = [{"activation": "relu"}, {"activation": "tanh"}, {"activation": "leaky_relu", "slope": 0.2},
+             {"activation": "sigmoid"}]
+    if seed:
+        rng = np.random.default_rng(seed)
+        cases = [{"activation": "leaky_relu", "slope": round(float(rng.uniform(0.01, 0.6)), 4)},
+                 {"activation": str(rng.choice(["softplus", "sigmoid", "tanh"]))}, {"activation": "relu"},
+                 {"activation": "linear"}]
+    return cases
+
+
+def _bn_probe(fn, case):
+    phi, dphi = _activation(case)
+    return fn(phi, dphi)
+
+
+@functools.lru_cache(maxsize=64)
+def _gaussian_moments(key):
+    """E[φ'²], E[φ], E[φ²], E[φ'] for z ~ N(0, 1): midpoint rule on [-12, 12], a cell edge at 0 (the kinks)."""
+    case = dict(key)
+    phi, dphi = _activation(case)
+    h = 1e-4
+    z = torch.arange(-12 + h / 2, 12, h, dtype=torch.float64)
+    w = torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi) * h
+    f, d = phi(z), dphi(z)
+    return tuple(float((w * v).sum()) for v in (d**2, f, f**2, d))
+
+
+def bn_growth_reference(case):
+    """√(E[φ'(z)²] / Var φ(z)), z ~ N(0, 1): the growth of the gradient's norm per BatchNorm block."""
+    d2, m1, m2, _ = _gaussian_moments(tuple(sorted(case.items())))
+    return math.sqrt(d2 / (m2 - m1**2))
+
+
+def _bn_judge(case, out):
+    what = f"bn_growth_rate for {_describe(case)}"
+    got = as_scalar(value(out, "bn_growth_rate"), what)
+    d2, m1, m2, d1 = _gaussian_moments(tuple(sorted(case.items())))
+    want = math.sqrt(d2 / (m2 - m1**2))
+    if abs(got - want) <= 1e-4 * want:
+        return
+    shown, right = _pair(got, want)
+    mistakes = [
+        (want**2, "that is r², the growth of the mean *squared* gradient: take the square root"),
+        (1 / want, "that is 1/r: E[φ'(z)²] goes in the numerator, the variance that BatchNorm divides by in the "
+                   "denominator"),
+        (math.sqrt(d1**2 / (m2 - m1**2)), "you used the square of the mean, E[φ'(z)]²; the backward pass multiplies "
+                                          "the squared gradient by the mean of the square, E[φ'(z)²]"),
+        (math.sqrt(d2 / m2), "you divided by E[φ(z)²]; BatchNorm divides by the spread of its input over the batch, "
+                             "the variance Var φ(z) = E[φ(z)²] − E[φ(z)]²"),
+    ]
+    for wrong, message in mistakes:
+        if abs(got - wrong) <= 1e-4 * abs(wrong):
+            raise AssertionError(f"{what} is {shown}: {message}")
+    if abs(got - want) <= 0.02 * want:
+        raise AssertionError(f"{what} is {shown}, close to {right} but not to four significant digits: integrate "
+                             "numerically on a fine grid (random samples are too noisy; a grid from -8 to 8 with "
+                             "100 000 points is plenty)")
+    raise AssertionError(f"{what} is {shown}; √(E[φ'(z)²] / Var φ(z)) for z ~ N(0, 1) is {right}")
+
+
+BN_GROWTH_RATE = Exercise("bn_growth_rate", ["bn_growth_rate"], _bn_cases, _bn_probe, _bn_judge)
+register("ch5-ex5-tests", BN_GROWTH_RATE)
+
+
+def check_bn_growth_rate(fn, hidden=False):
+    """``fn(phi, dphi)`` must return √(E[φ'(z)²] / Var φ(z)) for z ~ N(0, 1), to four significant digits."""
+    BN_GROWTH_RATE.check(fn, hidden=hidden)
