@@ -144,7 +144,7 @@ class StatsTable:
 
     def _repr_html_(self):
         """Narrow enough for a phone (390 px): headers and chapter names wrap, and the table never scrolls."""
-        pad = "padding: 0.15em 0.25em"
+        pad = "padding: 0.1em 0.2em"
         align = lambda i: f"{pad}; text-align: {'right' if i else 'left'}"  # noqa: E731
         wrap = lambda text: (html.escape(text).replace(" (", "<br>(").replace("_", "_<wbr>")  # noqa: E731
                              .replace("notebooks", "note&shy;books").replace("exercises", "exer&shy;cises")
