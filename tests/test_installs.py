@@ -170,7 +170,8 @@ def _tree(tmp_path):
              "dist/release/01_vanishing/vanishing.ipynb", "dist/logs/release-01_vanishing.log",
              "dist/student-repo/README.md",
              "dist/grading/secret", "dist/grading/01_vanishing/adjustments.csv",
-             "dist/grading/01_vanishing/results/jdoe/vanishing.json", "dist/nbgrader.db", "dist/gradebook.db", "dist/grades.csv", "dist/grades/01_vanishing.csv",
+             "dist/grading/01_vanishing/results/jdoe/vanishing.json", "dist/nbgrader.db", "dist/gradebook.db",
+             "dist/grades.csv", "dist/grades/01_vanishing.csv",
              "dist/feedback/jdoe/01_vanishing/vanishing.html", "dist/submitted/jdoe/01_vanishing/vanishing.ipynb",
              "dist/autograded/jdoe/01_vanishing/vanishing.ipynb", "dist/notes-by-the-instructor.txt"]
     for f in files:
