@@ -144,17 +144,18 @@ class StatsTable:
 
     def _repr_html_(self):
         """Narrow enough for a phone (390 px): headers and chapter names wrap, and the table never scrolls."""
-        pad = "padding: 0.2em 0.35em"
+        pad = "padding: 0.1em 0.2em"
         align = lambda i: f"{pad}; text-align: {'right' if i else 'left'}"  # noqa: E731
         wrap = lambda text: (html.escape(text).replace(" (", "<br>(").replace("_", "_<wbr>")  # noqa: E731
-                             .replace("notebooks", "note&shy;books").replace("exercises", "exer&shy;cises"))
+                             .replace("notebooks", "note&shy;books").replace("exercises", "exer&shy;cises")
+                             .replace("reading", "read&shy;ing"))
         head = "".join(f'<th style="{align(i)}">{wrap(h)}</th>' for i, h in enumerate(self.header))
         body = "".join(
             "<tr>" + "".join(f'<td style="{align(i)}">{wrap(str(v))}</td>' for i, v in enumerate(r)) + "</tr>"
             for r in self.rows
         )
-        return (f'<table style="font-size: 0.85em; max-width: 100%"><thead><tr>{head}</tr></thead>'
-                f"<tbody>{body}</tbody></table>")
+        return (f'<div style="overflow-x: auto"><table style="font-size: 0.8em"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>")
 
 
 # ---------------------------------------------------------------- running nbgrader

@@ -139,8 +139,16 @@ def _shell():
     def no_install(line=""):
         print("installing packages is switched off while grading (the grader has the course's packages)")
 
+    def no_plots(line=""):
+        """%matplotlib: figures are drawn (Agg) but shown to no one while grading, whatever the backend asked."""
+
     for name in ("pip", "conda", "mamba", "micromamba", "uv"):
         shell.register_magic_function(no_install, "line", name)
+    shell.register_magic_function(no_plots, "line", "matplotlib")
+    shell.enable_gui = lambda gui=None: None  # a plain shell has no event loop to start
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*non-interactive, and thus cannot be shown")  # plt.show() with Agg
     return shell
 
 

@@ -154,6 +154,9 @@ class _Notebook:
     def verdict(self):
         """Fill in the result: notes, then each exercise's share of its test cell's points."""
         result, notes, staff = self.result, list(self.plan.notes), list(self.result["staff_notes"])
+        setup = self.cell_notes.get(0) if self.steps and self.steps[0].get("trusted") else None
+        if setup and setup.get("error") and not self.setup_failed:  # the release's own cell: not the student's doing
+            self.setup_failed = f"the set-up cell raised {_short(setup['error'], 200)}"
         if self.setup_failed:
             result["status"] = "error"
             staff.append(f"could not be graded: {_short(self.setup_failed)} (a problem of the grading environment or "
@@ -276,7 +279,9 @@ def grade_student(notebooks, *, chapter, student, secret, registry, runtime, lim
             nb = e.get("nb")
             if isinstance(nb, int) and 0 <= nb < len(active):
                 active[nb].take(e)
-        failed = next((e.get("error") for e in run.events if e.get("event") == "failed"), None)
+        # "failed" is the runner's only before "ready": after it, student code runs and could forge one
+        first = next((e for e in run.events if e.get("event") in ("failed", "ready")), {})
+        failed = first.get("error") if first.get("event") == "failed" else None
         out_of_time = run.killed == "total" or len(runs) > MAX_RERUNS or time.monotonic() - started > budget
         for i, st in enumerate(active):
             if st.finished:

@@ -9,6 +9,8 @@ swaps the displayed frame, so nothing is recomputed and no figures pile up.
   (``stop`` included). A list is a set of options (radio buttons, or a drop-down when there are many).
 - The number of frames is the product of the numbers of choices; more than ``budget`` raises
   :class:`ValueError` before anything is drawn.
+- ``labels={"lam": "shortcut λ", "s2": "s₂"}`` shows a parameter under the symbol the text uses
+  (controls, alt text, live widget); a parameter without a label shows its name.
 - Displayed as the last expression of a cell, the :class:`Explorer` returns a MIME bundle with the
   ipywidgets view (used by Jupyter, Binder and Colab), a self-contained ``text/html`` version (used
   by the built site: inline frames and script, no kernel, no network) and a plain-text fallback.
@@ -21,6 +23,7 @@ the others (cheaper, and the axes never jump), fits every frame.
 """
 
 import base64
+import dataclasses
 import hashlib
 import html
 import itertools
@@ -49,12 +52,21 @@ _counter = itertools.count(1)  # makes element ids unique within a page (one ker
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of an explorer: its name, kind ("range" or "options"), values and their labels."""
+    """One parameter of an explorer: its name, kind ("range" or "options"), values and their labels.
+
+    ``caption`` is what the reader sees for the parameter (the text's symbol, e.g. "λ"); it defaults
+    to ``name``, the keyword that ``fn`` receives.
+    """
 
     name: str
     kind: str
     values: tuple
     labels: tuple
+    caption: str = ""
+
+    def __post_init__(self):
+        if not self.caption:
+            object.__setattr__(self, "caption", self.name)
 
     @property
     def widget_kind(self):
@@ -178,8 +190,10 @@ def data_uri(png):
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+# color-scheme: light, because the theme paints HTML outputs on a light box even in dark mode, where
+# the page's dark scheme would draw unchecked radio buttons as filled dark dots (they looked selected).
 _CSS = """
-.gf-explorer{margin:.5em 0 1em;max-width:100%;color:inherit}
+.gf-explorer{margin:.5em 0 1em;max-width:100%;color:inherit;color-scheme:light}
 .gf-explorer .gf-title{font-weight:600;margin:0 0 .3em}
 .gf-explorer .gf-controls{display:flex;flex-wrap:wrap;gap:.4em 1.6em;align-items:center;margin:0 0 .4em}
 .gf-explorer .gf-control{display:flex;flex-wrap:wrap;align-items:center;gap:.2em .5em;border:0;margin:0;
@@ -205,7 +219,7 @@ var idx=d.initial.slice(),P="data:image/png;base64,";
 function key(){var k=0;for(var i=0;i<idx.length;i++){k=k*d.sizes[i]+idx[i];}return k;}
 var k0=key();
 function show(){var k=key(),parts=[];
-for(var i=0;i<idx.length;i++){parts.push(d.names[i]+" = "+d.labels[i][idx[i]]);
+for(var i=0;i<idx.length;i++){parts.push(d.captions[i]+" = "+d.labels[i][idx[i]]);
 var o=root.querySelector("output[data-gf-param='"+i+"']");if(o){o.textContent=d.labels[i][idx[i]];}
 var r=root.querySelector("input[type=range][data-gf-param='"+i+"']");
 if(r){r.setAttribute("aria-valuetext",d.labels[i][idx[i]]);}}
@@ -266,7 +280,7 @@ class Explorer:
         return sum(len(f) for f in self.frames.values())
 
     def alt(self, values):
-        parts = [f"{p.name} = {p.labels[p.index(v)]}" for p, v in zip(self.params, values, strict=True)]
+        parts = [f"{p.caption} = {p.labels[p.index(v)]}" for p, v in zip(self.params, values, strict=True)]
         return f"{self.title}: " + ", ".join(parts)
 
     # -- static HTML ----------------------------------------------------------------------------
@@ -284,6 +298,7 @@ class Explorer:
         frames_b64 = [base64.b64encode(f).decode("ascii") for f in frames]
         frames_b64[k0] = ""  # already in the <img> src
         data = {"title": self.title, "names": [p.name for p in self.params],
+                "captions": [p.caption for p in self.params],
                 "labels": [list(p.labels) for p in self.params],
                 "sizes": [len(p.values) for p in self.params], "initial": init_idx, "frames": frames_b64}
         esc = html.escape
@@ -293,7 +308,7 @@ class Explorer:
             attrs = f'data-gf-param="{i}" data-gf-name="{esc(p.name)}"'
             if p.widget_kind == "slider":
                 controls.append(
-                    f'<div class="gf-control gf-slider"><label for="{cid}">{esc(p.name)}</label>'
+                    f'<div class="gf-control gf-slider"><label for="{cid}">{esc(p.caption)}</label>'
                     f'<input type="range" id="{cid}" name="{cid}" min="0" max="{len(p.values) - 1}" step="1" '
                     f'value="{j}" aria-valuetext="{esc(p.labels[j])}" {attrs}>'
                     f'<output id="{cid}-value" for="{cid}" data-gf-param="{i}">{esc(p.labels[j])}</output>'
@@ -304,12 +319,12 @@ class Explorer:
                     f'{" checked" if k == j else ""} {attrs}>{esc(label)}</label>'
                     for k, label in enumerate(p.labels))
                 controls.append(f'<fieldset class="gf-control gf-buttons" id="{cid}">'
-                                f"<legend>{esc(p.name)}</legend>{opts}</fieldset>")
+                                f"<legend>{esc(p.caption)}</legend>{opts}</fieldset>")
             else:
                 opts = "".join(f'<option value="{k}"{" selected" if k == j else ""}>{esc(label)}</option>'
                                for k, label in enumerate(p.labels))
                 controls.append(f'<div class="gf-control gf-dropdown">'
-                                f'<label for="{cid}">{esc(p.name)}</label>'
+                                f'<label for="{cid}">{esc(p.caption)}</label>'
                                 f'<select id="{cid}" name="{cid}" {attrs}>{opts}</select></div>')
         w, h = _png_size(first)
         return (
@@ -352,17 +367,17 @@ class Explorer:
         for p, v in zip(self.params, self.initial, strict=True):
             if p.widget_kind == "slider" and all(isinstance(x, int) for x in p.values):
                 step = p.values[1] - p.values[0] if len(p.values) > 1 else 1
-                c = W.IntSlider(value=v, min=p.values[0], max=p.values[-1], step=step, description=p.name,
+                c = W.IntSlider(value=v, min=p.values[0], max=p.values[-1], step=step, description=p.caption,
                                 continuous_update=True, style=style)
             elif p.widget_kind == "slider":
                 c = W.SelectionSlider(options=list(zip(p.labels, p.values, strict=True)), value=v,
-                                      description=p.name, continuous_update=True, style=style)
+                                      description=p.caption, continuous_update=True, style=style)
             elif p.widget_kind == "buttons":
                 c = W.ToggleButtons(options=list(zip(p.labels, p.values, strict=True)), value=v,
-                                    description=p.name, style={**style, "button_width": "auto"})
+                                    description=p.caption, style={**style, "button_width": "auto"})
             else:
                 c = W.Dropdown(options=list(zip(p.labels, p.values, strict=True)), value=v,
-                               description=p.name, style=style)
+                               description=p.caption, style=style)
             controls.append(c)
         first = self.frames[self.initial]
         w, _ = _png_size(first)
@@ -423,17 +438,27 @@ def _open_widgets():
     return registry if registry is not None else module.Widget.widgets  # ipywidgets 7
 
 
-def explorer(fn, *, title=None, budget=60, dpi=DEFAULT_DPI, figsize=DEFAULT_FIGSIZE, **params):
+def explorer(fn, *, title=None, budget=60, dpi=DEFAULT_DPI, figsize=DEFAULT_FIGSIZE, labels=None, **params):
     """Build an :class:`Explorer`: ``fn(ax, **values)`` drawn for every combination of ``params``.
 
     Each parameter is a numeric range ``(start, stop, step)`` (stop included) or a list of options.
+    ``labels`` maps parameter names to what the reader sees (``{"lam": "λ"}``); others show their name.
     Raises :class:`ValueError` if the number of frames (the product of the numbers of choices)
     exceeds ``budget``.
     """
     if not params:
         raise ValueError("explorer() needs at least one parameter, "
                          "e.g. depth=(2, 20, 2) or act=['relu', 'tanh']")
-    ps = [_param(name, spec) for name, spec in params.items()]
+    labels = dict(labels or {})
+    unknown = set(labels) - set(params)
+    if unknown:
+        raise ValueError(f"labels= names {sorted(unknown)}, which are not parameters of this explorer; "
+                         f"the parameters are {list(params)}")
+    for name, label in labels.items():
+        if not isinstance(label, str) or not label.strip():
+            raise TypeError(f"labels[{name!r}] must be a non-empty string, got {label!r}")
+    ps = [dataclasses.replace(_param(name, spec), caption=labels.get(name, "").strip())
+          for name, spec in params.items()]
     n = math.prod(len(p.values) for p in ps)
     if n > budget:
         counts = " × ".join(f"{p.name}: {len(p.values)}" for p in ps)

@@ -96,7 +96,9 @@ class OfflinePage:
         self.external_requests = []
         self.console_errors = []
         self.page_errors = []
+        self.http_errors = []  # responses with status >= 400 (a missing favicon, a broken link)
         self.page.on("console", self._on_console)
+        self.page.on("response", lambda r: r.status >= 400 and self.http_errors.append(f"{r.status} {r.url}"))
         self.page.on("pageerror", lambda exc: self.page_errors.append(str(exc)))
         context.route("**/*", self._route)
 

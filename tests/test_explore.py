@@ -230,6 +230,37 @@ def test_html_escapes_titles_and_labels():
     assert text.count("</script>") == 2  # only the two real <script> elements close
 
 
+def test_labels_show_symbols_in_controls_alt_text_and_widget():
+    ex = explorer(Recorder(), title="t", dpi=20, figsize=(2, 1.5), labels={"lam": "shortcut λ", "s2": "s₂"},
+                  lam=(0.5, 1.0, 0.25), s2=["a", "b"], k=list("abcdefg"))
+    assert [p.caption for p in ex.params] == ["shortcut λ", "s₂", "k"]
+    assert [p.name for p in ex.params] == ["lam", "s2", "k"]  # fn still receives lam=..., s2=...
+    p = _parse(ex.html())
+    text = ex.html()
+    assert ">shortcut λ</label>" in text and "<legend>s₂</legend>" in text and ">k</label>" in text
+    (img,) = [a for t, a in p.tags if t == "img"]
+    assert img["alt"] == "t: shortcut λ = 0.50, s₂ = a, k = a"
+    (data,) = [json.loads(body) for attrs, body in p.scripts if attrs.get("type") == "application/json"]
+    assert data["names"] == ["lam", "s2", "k"] and data["captions"] == ["shortcut λ", "s₂", "k"]
+    assert [c.description for c in ex.widget().gf_controls] == ["shortcut λ", "s₂", "k"]
+
+
+def test_explorer_without_labels_shows_the_names():
+    ex = small(depth=(1, 2, 1), act=["relu", "tanh"])
+    assert [p.caption for p in ex.params] == ["depth", "act"]
+    assert ">depth</label>" in ex.html() and "<legend>act</legend>" in ex.html()
+
+
+@pytest.mark.parametrize("labels, error, words", [
+    ({"lr": "η"}, ValueError, "not parameters of this explorer"),
+    ({"k": ""}, TypeError, "non-empty string"),
+    ({"k": 3}, TypeError, "non-empty string"),
+])
+def test_bad_labels_get_clear_errors(labels, error, words):
+    with pytest.raises(error, match=re.escape(words)):
+        explorer(Recorder(), labels=labels, k=(1, 2, 1))
+
+
 def test_mimebundle_has_html_widget_and_text_without_a_front_end():
     ex = small(depth=(1, 3, 1), act=["relu", "tanh"])
     bundle = ex._repr_mimebundle_()

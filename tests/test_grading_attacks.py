@@ -49,7 +49,9 @@ def honest():
         "warner": (gd.variant({SQ: "import sys, warnings\n\ndef square(x):\n    warnings.warn('squaring')\n"
                                    "    print('debug', file=sys.stderr)\n    return x * x\n\n"
                                    "warnings.warn('careful')"}), 5, "printed to stderr (not an error)"),
-        "magic": (gd.variant({SQ: "%pip install numpy\n!echo hello\n%time y = 1\n" + SQ_OK}), 5, None),
+        "magic": (gd.variant({SQ: "%matplotlib inline\n%pip install numpy\n!echo hello\n%time y = 1\n"
+                                  "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n" + SQ_OK,
+                              EX2: "%%time\n" + EX2_OK}), 5, None),
         # mistakes: each named
         "doubler": (gd.variant({SQ: "def square(x):\n    return x + x"}), 3, "you doubled x"),
         "multiplier": (gd.variant({EX2: EX2_OK.replace("x / 2", "x * 2")}), 3.5, "you multiplied by 2"),

@@ -109,3 +109,23 @@ def test_one_notebook_is_a_pure_job(tmp_path):
         del os.environ["GRADING_SECRET"]
     saved = json.loads((course / "dist/grading/00_demo/results/doubler/demo.json").read_text())
     assert saved["cells"] == verdict["cells"] and saved["sha256"] == verdict["sha256"]
+
+
+@needs_sandbox
+def test_a_broken_setup_cell_is_the_graders_error_not_the_students(tmp_path):
+    course = gd.make_course(tmp_path / "course")
+    assign.release(root=course, out=sys.stderr)
+    release = course / "dist" / "release" / gd.CHAPTER / "demo.ipynb"
+    nb = json.loads(release.read_text())
+    setup = next(c for c in nb["cells"] if c.get("id") == "d-setup")
+    setup["source"] = "".join(setup["source"]) + "\nraise RuntimeError('the data file is missing')"
+    release.write_text(json.dumps(nb))
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    gd.write_nb(subs / "ann_demo.ipynb", gd.variant())
+    (row,) = [r for r in assign.grade(gd.CHAPTER, subs, root=course, checkers=gd.CHECKERS, out=sys.stderr)[0]
+              if r.notebook == "demo"]  # fmt: skip
+    assert row.status == "error" and any("grader: could not be graded: the set-up cell raised RuntimeError" in n
+                                         for n in row.notes), row.notes  # fmt: skip
+    page = (course / "dist/grading/00_demo/feedback/ann/demo.html").read_text()
+    assert "problem on the grader&#x27;s side" in page and "the data file" not in page.split("<h2>Notes")[0]

@@ -40,6 +40,7 @@ def test_page_renders_offline(offline_page, base_url, path):
               if not any(a in e for a in ALLOWED_CONSOLE_ERRORS)]
     assert not errors, f"{path}: console errors: {errors}"
     assert not offline_page.external_requests, f"{path}: requests to other hosts: {offline_page.external_requests}"
+    assert not offline_page.http_errors, f"{path}: failed requests: {offline_page.http_errors}"
 
 
 def test_intro_and_notation_navigation_and_math(offline_page, base_url, tmp_path):
@@ -137,3 +138,114 @@ def test_every_page_is_within_the_3_mb_budget(site_dir, browser):
     loaded = browser_weights(site_dir, PAGES, browser=browser)
     heavy = {p: round(n / 1e6, 2) for p, n in loaded.items() if n > BUDGETS["page_bytes"]}
     assert not heavy, f"pages over {BUDGETS['page_bytes'] / 1e6:g} MB: {heavy}"
+
+
+# -- issue 16: what a reader can fetch, launch buttons, Live Code offline, search, favicon ---------------
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+TEXT_SUFFIXES = {".html", ".txt", ".js", ".json", ".ipynb", ".md", ".py", ".css", ".xml", ".inv"}
+
+
+def _marker_lines(text):
+    """Lines that are exactly an nbgrader hidden-test marker once HTML tags are removed."""
+    return [line for line in re.sub(r"<[^>]+>", "", text).splitlines() if line.strip() in (HIDDEN_BEGIN, HIDDEN_END)]
+
+
+def test_nothing_a_reader_can_fetch_holds_hidden_tests(site_dir):
+    """Every file of the built site (pages, _sources, downloads, search index) is free of hidden tests."""
+    import json
+
+    found, notebooks = [], 0
+    for path in site_dir.rglob("*"):
+        if not path.is_file() or path.suffix not in TEXT_SUFFIXES:
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix == ".ipynb":
+            notebooks += 1
+            cells = json.loads(text).get("cells", [])
+            text = "\n".join("".join(c.get("source", "")) for c in cells)
+        if _marker_lines(text) or (path.suffix == ".js" and (HIDDEN_BEGIN in text and "hidden=True" in text)):
+            found.append(path.relative_to(site_dir).as_posix())
+    assert notebooks, "no downloadable notebook in the site"
+    assert not found, f"hidden tests can be fetched from the site: {found}"
+
+
+def test_downloadable_notebooks_keep_everything_but_the_hidden_tests(site_dir):
+    """The site's .ipynb is the chapter without its hidden-test blocks: visible checks stay."""
+    import json
+
+    root = site_dir.parents[1]
+    for source in sorted(root.glob("book/[0-9][0-9]_*/*.ipynb")):
+        copy = site_dir / "_sources" / source.relative_to(root)
+        assert copy.exists(), f"{copy} is not in the site (the download button offers it)"
+        original = json.loads(source.read_text())["cells"]
+        served = json.loads(copy.read_text())["cells"]
+        assert [c.get("id") for c in served] == [c.get("id") for c in original]
+        for a, b in zip(original, served, strict=True):
+            src_a, src_b = "".join(a["source"]), "".join(b["source"])
+            if HIDDEN_BEGIN in src_a:
+                visible = src_a.split(HIDDEN_BEGIN)[0]
+                assert src_b.startswith(visible.rstrip("\n")) and HIDDEN_BEGIN not in src_b, source.name
+            else:
+                assert src_a == src_b, f"{source.name}: cell {a.get('id')} changed in the download"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_code_shown_on_the_site_has_no_nbgrader_markers(site_dir, path):
+    html = (site_dir / path).read_text()
+    code = "\n".join(re.findall(r"<pre[^>]*>(.*?)</pre>", html, flags=re.S))
+    lines = [line.strip() for line in re.sub(r"<[^>]+>", "", code).splitlines()]
+    markers = [line for line in lines if re.fullmatch(r"### (BEGIN|END) (SOLUTION|HIDDEN TESTS)", line)]
+    assert not markers, f"{path}: nbgrader markers shown: {markers}"
+
+
+def test_launch_buttons_only_on_pages_that_can_be_launched(site_dir):
+    root = site_dir.parents[1]
+    for path in PAGES:
+        html = (site_dir / path).read_text()
+        source = root / path.replace(".html", ".ipynb")
+        launchable = "dropdown-launch-buttons" in html or "initThebeSBT" in html
+        if source.exists():
+            assert launchable, f"{path}: a notebook page without launch buttons"
+            for url in re.findall(r'href="(https://(?:colab\.research\.google\.com|mybinder\.org)[^"]+)"', html):
+                assert url.endswith(".ipynb"), f"{path}: launch link to a non-notebook: {url}"
+        else:
+            assert not launchable, f"{path} is not a notebook, but offers Binder/Colab/Live Code"
+
+
+def test_live_code_explains_itself_offline(offline_page, base_url):
+    page = offline_page.page
+    offline_page.goto(base_url + "book/01_vanishing/vanishing.html")
+    page.locator(".dropdown-launch-buttons .dropdown-toggle").click()
+    page.locator("button.btn-launch-thebe").click()
+    note = page.locator(".gf-thebe-offline")
+    note.wait_for(timeout=30_000)
+    text = note.inner_text()
+    assert "Live Code could not start" in text and "internet connection" in text, text
+    assert note.get_attribute("role") == "alert"
+    assert "Loading thebe" not in page.locator(".thebe-launch-button").inner_text()
+    assert offline_page.external_requests, "the test expected the blocked request for thebe"
+    assert all("thebe" in u for u in offline_page.external_requests), offline_page.external_requests
+    assert not offline_page.page_errors, offline_page.page_errors
+
+
+def test_search_snippets_show_formulas_as_text(offline_page, base_url):
+    page = offline_page.page
+    offline_page.goto(base_url + "search.html?q=sigmoid")
+    page.wait_for_function("() => document.querySelectorAll('#search-results p.context').length >= 3",
+                           timeout=30_000)
+    snippets = page.eval_on_selector_all("#search-results p.context", "ps => ps.map(p => p.textContent)")
+    tex = [s for s in snippets if re.search(r"\\[a-zA-Z]+|\\[()\[\]]|\$", s)]
+    assert not tex, f"search snippets with TeX source: {tex[:3]}"
+    assert page.evaluate("gradflowTexToText('\\\\(\\\\sigma\\'(z) \\\\le \\\\tfrac{1}{4}\\\\)')") == "σ'(z) ≤ 1/4"
+    assert not offline_page.console_errors and not offline_page.page_errors
+
+
+def test_every_page_has_a_favicon(site_dir, offline_page, base_url):
+    for path in PAGES + ["index.html", "search.html"]:
+        html = (site_dir / path).read_text()
+        match = re.search(r'<link rel="(?:shortcut )?icon" href="([^"]+)"', html)
+        assert match, f"{path}: no favicon"
+        assert ((site_dir / path).parent / match.group(1)).resolve().is_file(), f"{path}: {match.group(1)} missing"
+    offline_page.goto(base_url + "book/intro.html")
+    icon = offline_page.page.evaluate("fetch(document.querySelector('link[rel~=icon]').href).then(r => r.status)")
+    assert icon == 200

@@ -93,7 +93,8 @@ def _curve(ax, scale, colour):
 
 @pytest.fixture(scope="module")
 def explorers():
-    a = explorer(_lines, title="Lines", depth=(1, 5, 1), act=["tanh", "relu", "sigmoid"], dpi=40, figsize=(3, 2))
+    a = explorer(_lines, title="Lines", depth=(1, 5, 1), act=["tanh", "relu", "sigmoid"], dpi=40, figsize=(3, 2),
+                 labels={"act": "activation σ"})
     b = explorer(_curve, title="Curve", scale=(0.5, 1.5, 0.25), colour=list("rgbcmyk"), dpi=40, figsize=(3, 2))
     return a, b
 
@@ -111,7 +112,7 @@ def _assert_shows(ex, loc, depth, act):
     assert st["src"] == data_uri(ex.frames[(depth, act)]), \
         f"shows frame {st['frame']} ({st['alt']}), not the frame for depth={depth}, act={act}"
     assert st["outs"]["0"] == str(depth), f"the value label says {st['outs']['0']!r}, the slider is at {depth}"
-    assert f"depth = {depth}" in st["alt"] and f"act = {act}" in st["alt"], st["alt"]
+    assert f"depth = {depth}" in st["alt"] and f"activation σ = {act}" in st["alt"], st["alt"]
 
 
 def test_blank_page_explorer_mouse_keyboard_and_buttons(blank_page, explorers):
@@ -178,6 +179,41 @@ def test_explorer_controls_are_labelled(blank_page):
     assert len(ids) == len(set(ids)), "element ids repeat on the page"
 
 
+def test_labels_show_the_texts_symbols(blank_page):
+    page = blank_page.page
+    loc = page.locator(".gf-explorer").nth(0)
+    assert loc.locator("legend").inner_text() == "activation σ"
+    assert loc.get_by_label("depth").count() == 1  # no label given: the parameter's name
+    assert "activation σ = tanh" in loc.locator("img").get_attribute("alt")
+
+
+def _centre_luminance(png):
+    from io import BytesIO
+
+    from PIL import Image
+
+    img = Image.open(BytesIO(png)).convert("RGB")
+    r, g, b = img.getpixel((img.width // 2, img.height // 2))
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_unchecked_options_look_unchecked_in_dark_mode(browser, explorers):
+    """The theme puts HTML outputs on a light box in dark mode; the explorer keeps a light colour
+    scheme there, so an unchecked radio button is a light circle, not a dark (selected-looking) dot."""
+    a, _ = explorers
+    context = browser.new_context(viewport={"width": 900, "height": 700}, color_scheme="dark")
+    page = context.new_page()
+    page.set_content('<!doctype html><html style="color-scheme: dark"><body style="background:#121212">'
+                     f'<div style="background:#ced6dd;color:#222832;padding:8px">{a.html()}</div></body></html>')
+    radios = page.locator(".gf-explorer input[type=radio]")
+    checked = [_centre_luminance(r.screenshot()) for r in radios.all() if r.is_checked()]
+    unchecked = [_centre_luminance(r.screenshot()) for r in radios.all() if not r.is_checked()]
+    context.close()
+    assert checked and unchecked
+    assert min(unchecked) > 0.8, f"unchecked radio buttons are dark dots (luminance {min(unchecked):.2f})"
+    assert max(checked) < min(unchecked) - 0.2, "checked and unchecked options look alike"
+
+
 # -- (b) the built site ---------------------------------------------------------------------------------
 def test_site_has_an_explorer_once_a_chapter_landed(site_dir):
     if not CHAPTER_PAGES:
@@ -222,7 +258,7 @@ def test_site_explorer_responds_offline(offline_page, base_url, path):
             want = min(1, top)
             assert st["idx"][i] == want and st["src"] == expected_src(st["idx"])
             assert st["outs"][str(i)] == d["labels"][i][want]
-            assert f"{d['names'][i]} = {d['labels'][i][want]}" in st["alt"]
+            assert f"{d['captions'][i]} = {d['labels'][i][want]}" in st["alt"]
         radios = loc.locator("input[type=radio]")
         if radios.count():
             last = radios.nth(radios.count() - 1)
@@ -232,6 +268,10 @@ def test_site_explorer_responds_offline(offline_page, base_url, path):
         # every frame is a PNG
         for f in d["frames"]:
             assert not f or base64.b64decode(f[:12])[:4] == b"\x89PNG"
+    for n in range(explorers.count()):
+        d = _embedded(explorers.nth(n))
+        code_like = [c for c in d["captions"] if re.fullmatch(r"[a-z]{1,3}\d*", c)]
+        assert not code_like, f"{path}: explorer controls named by code names {code_like}: give labels={{...}}"
     html = (SITE / path).read_text()
     assert not re.search(r"<script[^>]+src=\"https?://[^\"]*(widget|require)", html), \
         f"{path}: loads widget JavaScript from a CDN"

@@ -151,3 +151,20 @@ def test_path_norm_sums_enumerate_every_path():
         S[sum(mask)] += v.norm()
     assert torch.allclose(tf.path_norm_sums(Js, g), S, atol=1e-12)
     assert torch.allclose(tf.path_norm_sums(Js, g)[0], g.norm())
+
+
+def test_training_figure_has_two_log_and_linear_panels():
+    fig = tf.training_figure([2.5, 1.0, 0.1], torch.tensor([1e-2, 2e-2]), torch.tensor([1e-6, 1e-3]), title="t")
+    gradient, loss = fig.axes
+    assert gradient.get_yscale() == "log" and loss.get_yscale() == "linear"
+    assert len(gradient.lines) == 2 and fig.get_suptitle() == "t"
+
+
+def test_init_profile_is_the_three_probes_in_one_pass():
+    net = tf.transformer(2, "pre", seed=3)
+    tokens, targets = tf.reversal_task(8, seed=2)
+    w, s, v = tf.init_profile(net, tokens, targets)
+    assert torch.allclose(w, tf.ffn_grad_norms(net, tokens, targets))
+    assert torch.allclose(s, tf.stream_grad_norms(net, tokens, targets))
+    with torch.no_grad():
+        assert torch.allclose(v, torch.tensor([x.double().pow(2).mean() for x in tf.streams(net, tokens)]))
