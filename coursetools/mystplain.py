@@ -18,7 +18,9 @@ the markdown cells of a notebook for students who open it outside the site:
 
 Equation numbers are computed from ``_toc.yml`` the way jupyter-book numbers them: in a numbered
 part, chapter ``c`` (counting from 1 across numbered parts) numbers its equations ``c.1, c.2, ...``
-through its own file and then its sections, in order; an unnumbered page numbers its own ``1, 2, ...``.
+through its own file and then its sections, in order; the unnumbered pages share one counter
+``1, 2, ...`` in the order of the toc (Sphinx's ``assign_figure_numbers`` keys its counters by section
+number, and every unnumbered page has the same empty one).
 A test compares them with the built site.
 
 :func:`find_myst` lists the MyST constructs left in a text (the structure tests use it on the
@@ -118,7 +120,7 @@ class Book:
             if path is None:
                 continue
             titles[docname] = _title(path)
-            key = chapter if chapter is not None else docname
+            key = chapter  # None: every unnumbered page, one counter
             for text in _markdown_cells(path):
                 for m in DISPLAY_MATH.finditer(text):
                     if not m.group("label"):

@@ -163,7 +163,12 @@ def _bind_tree(path, seen, args, dest=None):
 
 
 def _bwrap_args(runtime, uid, disk, command, files=None):
-    args, seen = ["bwrap"], set()
+    # The private folders come first: a later bind under one of them (a virtual environment in a
+    # clone under /tmp, as CI makes) is then mounted on top of the tmpfs instead of hidden by it.
+    args, seen = ["bwrap", "--proc", "/proc", "--dev", "/dev"], set()
+    for folder in ("/tmp", "/dev/shm", HOME):
+        args += ["--perms", "0755", "--size", str(disk), "--tmpfs", folder]
+        seen.add(Path(folder))
     for top in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         p = Path(top)
         if p.is_symlink():
@@ -180,9 +185,6 @@ def _bwrap_args(runtime, uid, disk, command, files=None):
         _bind_tree(Path("/sys/devices/system/cpu"), seen, args)
     if runtime is not None:
         _bind_tree(runtime, seen, args, RUNTIME)
-    args += ["--proc", "/proc", "--dev", "/dev"]
-    for folder in ("/tmp", "/dev/shm", HOME):
-        args += ["--perms", "0755", "--size", str(disk), "--tmpfs", folder]
     for name, fd in (files or {}).items():
         args += ["--perms", "0644", "--file", str(fd), f"{HOME}/{name}"]
     args += ["--chdir", HOME, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",

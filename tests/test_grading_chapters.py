@@ -111,3 +111,10 @@ def test_source_gets_full_marks_and_the_blank_release_zero(chapter, tmp_path):
             assert (r.total, r.status) == (r.max_score, "graded"), (r.notebook, r.notes, r.scores)
         else:
             assert (r.total, r.status) == (0, "graded"), (r.notebook, r.notes, r.scores)
+            # a blank exercise gets a sentence that says what to do, not a traceback
+            cells = json.loads((course / "dist/grading" / chapter / "results/blank" / f"{r.notebook}.json")
+                               .read_text())["cells"]  # fmt: skip
+            messages = [e.get("message") or "" for c in cells.values() for e in c.get("exercises", [])]
+            assert messages and all(m.strip() for m in messages), (r.notebook, cells)
+            page = (course / "dist/grading" / chapter / "feedback/blank" / f"{r.notebook}.html").read_text()
+            assert not [m for m in messages + r.notes if "Traceback" in m] and "Traceback" not in page, r.notebook
