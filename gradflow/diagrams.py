@@ -217,7 +217,7 @@ def stage_layout(ax=None, widths=(16, 32, 64), sizes=(32, 16, 8), classes=10, in
         ("data", f"image {sizes[0]}×{sizes[0]}, {in_channels} channels", None, 3.2),
         ("conv", f"3×3 conv, {widths[0]} channels", "1 layer", 3.2),
         *[("stage", f"stage {i + 1}: $n$ blocks, {w} channels\n{s}×{s} maps" + (", first block /2" if i else ""),
-           "$2n$ layers", 1.6 + 1.6 * w / widths[-1]) for i, (w, s) in enumerate(zip(widths, sizes, strict=True))],
+           "$2n$ layers", 2.4 + 0.8 * w / widths[-1]) for i, (w, s) in enumerate(zip(widths, sizes, strict=True))],
         ("pool", f"global average pool: {widths[-1]} numbers", None, 3.2),
         ("fc", f"fully connected, {classes} outputs", "1 layer", 3.2),
     ]

@@ -45,15 +45,15 @@ def weights(blk):
 class ResidualBlock(nn.Module):
     """``y = post(shortcut * x + lin3(act(lin2(x))))``, with ``post`` the identity or a ReLU."""
 
-    def __init__(self, width, hidden, activation="sigmoid", shortcut=1.0, post=None):
+    def __init__(self, width, hidden, activation="sigmoid", shortcut=1.0, post=None, dtype=None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {sorted(ACTIVATIONS)}")
         if post not in (None, "relu"):
             raise ValueError(f"unknown post {post!r}; use None or 'relu'")
-        self.lin2 = nn.Linear(width, hidden)
+        self.lin2 = nn.Linear(width, hidden, dtype=dtype)
         self.act = ACTIVATIONS[activation]()
-        self.lin3 = nn.Linear(hidden, width)
+        self.lin3 = nn.Linear(hidden, width, dtype=dtype)
         self.activation, self.shortcut, self.post = activation, shortcut, post
 
     def branch(self, x):
@@ -70,7 +70,7 @@ def block(width=6, hidden=None, activation="sigmoid", scale2=1.0, scale3=1.0, bi
     """A seeded :class:`ResidualBlock`: ``W ~ N(0, scale²/fan_in)``, biases ``~ N(0, bias²)``."""
     hidden = width if hidden is None else hidden
     g = torch.Generator().manual_seed(seed) if generator is None else generator
-    blk = ResidualBlock(width, hidden, activation, shortcut, post).to(dtype)
+    blk = ResidualBlock(width, hidden, activation, shortcut, post, dtype=dtype)  # made in dtype: no copy
     with torch.no_grad():
         for lin, scale in ((blk.lin2, scale2), (blk.lin3, scale3)):
             lin.weight.normal_(0.0, scale / math.sqrt(lin.in_features), generator=g)
@@ -154,5 +154,25 @@ def input_output_jacobian(net, x):
 
 
 def grad_ratio(blocks, x, g):
-    """``‖∇_{x_0} L‖ / ‖∇_{x_L} L‖`` for ``L = <g, x_L>``."""
-    return (torch.linalg.norm(input_grad(blocks, x, g)) / torch.linalg.norm(g)).item()
+    """``‖∇_{x_0} L‖ / ‖∇_{x_L} L‖`` for ``L = <g, x_L>``.
+
+    A stack of :class:`ResidualBlock` is differentiated by hand (the block's gradient in row form,
+    ``λ v + (σ'(z) ⊙ v W3) W2``, masked by ``1[y > 0]`` after a ReLU), which is about twice as fast
+    as autograd on these small blocks and equal to it to rounding; anything else goes through
+    :func:`input_grad`.
+    """
+    if not all(isinstance(blk, ResidualBlock) for blk in blocks):
+        return (torch.linalg.norm(input_grad(blocks, x, g)) / torch.linalg.norm(g)).item()
+    with torch.no_grad():
+        tape = []
+        for blk in blocks:
+            z = blk.lin2(x)
+            y = blk.shortcut * x + blk.lin3(blk.act(z))
+            tape.append((blk, z, y))
+            x = F_.relu(y) if blk.post == "relu" else y
+        v = g
+        for blk, z, y in reversed(tape):  # row form, so a batch of rows works too
+            if blk.post == "relu":
+                v = v * (y > 0)
+            v = blk.shortcut * v + (act_derivative(blk.activation, z) * (v @ blk.lin3.weight)) @ blk.lin2.weight
+        return (torch.linalg.norm(v) / torch.linalg.norm(g)).item()

@@ -350,6 +350,15 @@ def test_lambda_reference_is_far_from_the_direct_path():
         assert check.task_ratio(ref - 0.01, depth, seed) < 1e-3 < check.task_ratio(ref + 0.01, depth, seed)
 
 
+def test_lambda_ratio_crosses_once():
+    """The judge's two-ratio test needs one crossing of 10^-3 on [0.5, 1] (the ratio is not monotone
+    near λ = 1, where it is about 1, but it crosses the threshold once)."""
+    lams = np.linspace(0.5, 1.0, 11)
+    for case in check._lambda_cases(0) + check._lambda_cases(check.LAMBDA_STAR.hidden_seed):
+        below = [check.task_ratio(lam, case["depth"], case["seed"]) < 1e-3 for lam in lams]
+        assert below[0] and not below[-1] and sum(a != b for a, b in itertools.pairwise(below)) == 1, case
+
+
 def test_lambda_star_names_mistakes():
     raises(check.lambda_star, lambda d, s: 1e-3 ** (1 / d), match="direct path alone")
     raises(check.lambda_star, lambda d, s: 1e-3 ** (1 / (d - 1)), match="power 1/")

@@ -70,3 +70,23 @@ def test_placements_are_he_et_al_figure_4():
     assert names[0] == "(a) original" and names[-1] == "(e) full pre-activation"
     full = dict(diagrams.PLACEMENTS)["(e) full pre-activation"]
     assert full[-1] == "+" and full[:3] == ["BN", "ReLU", "weight"]
+
+
+@pytest.mark.parametrize("draw", DIAGRAMS, ids=lambda f: f.__name__)
+def test_text_in_a_box_fits_inside_it(draw):
+    ax = draw()
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    pad = 2 * fig.dpi / 72  # at least 2 points of fill between the text and the box's edge
+    for t in ax.texts:
+        if not t.get_text().strip() or t.get_bbox_patch() is not None:
+            continue
+        x, y = ax.transData.transform(t.get_position())
+        boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch) and p.contains_point((x, y))]
+        if not boxes:
+            continue
+        inner, outer = t.get_window_extent(renderer), boxes[0].get_window_extent(renderer)
+        assert inner.x0 >= outer.x0 + pad and inner.x1 <= outer.x1 - pad, f"{t.get_text()!r} overflows its box"
+        assert inner.y0 >= outer.y0 + pad / 2 and inner.y1 <= outer.y1 - pad / 2, f"{t.get_text()!r} overflows"
+    plt.close(fig)

@@ -164,6 +164,19 @@ def test_grad_ratio_is_the_product_of_shortcut_scales_without_branches():
     assert math.isfinite(flow.grad_ratio(flow.stack(7, width=6, seed=0), vec(6, 1), vec(6, 2)))
 
 
+@pytest.mark.parametrize("activation,post", list(itertools.product(["sigmoid", "tanh", "relu", "linear"],
+                                                                   [None, "relu"])))
+def test_grad_ratio_by_hand_is_autograd(activation, post):
+    """grad_ratio differentiates a stack of ResidualBlock by hand; autograd is the reference."""
+    for dtype, tol in ((D, 1e-13), (torch.float32, 1e-5)):
+        blocks = flow.stack(9, width=7, hidden=5, activation=activation, scale3=0.9, shortcut=0.8, post=post,
+                            seed=3, dtype=dtype)
+        for x, g in ((vec(7, 1), vec(7, 2)), (vec((4, 7), 3), vec((4, 7), 4))):  # one row, a batch of rows
+            x, g = x.to(dtype), g.to(dtype)
+            ref = (torch.linalg.norm(flow.input_grad(blocks, x, g)) / torch.linalg.norm(g)).item()
+            assert flow.grad_ratio(blocks, x, g) == pytest.approx(ref, rel=tol)
+
+
 def test_randn_and_weights():
     a = flow.randn(3, 2, seed=4)
     assert a.shape == (3, 2) and a.dtype == D and torch.equal(a, flow.randn(3, 2, seed=4))

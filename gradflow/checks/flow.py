@@ -378,15 +378,18 @@ def _lambda_judge(case, out):
                              "flow.grad_ratio on the stack")
     if not 0 < lam < 2:
         raise AssertionError(f"{name} = {lam:g} is outside the range searched (0.5 to 1)")
-    ref = lambda_reference(depth, seed)
-    if abs(lam - ref) <= TOLERANCE:
+    # The crossing is within TOLERANCE of lam exactly when the ratio is below the threshold at
+    # lam - TOLERANCE and not below it at lam + TOLERANCE: the ratio crosses the threshold once on
+    # [0.5, 1] (test_lambda_ratio_crosses_once), so two ratios decide, not a bisection of the judge's own.
+    below, above = (task_ratio(lam + s * TOLERANCE, depth, seed) for s in (-1, 1))
+    if below < thr <= above:
         return
     if abs(lam - thr ** (1 / (depth - 1))) < 1e-3 or abs(lam - thr ** (1 / (depth + 1))) < 1e-3:
         raise AssertionError(f"{name} = {lam:.4f} is the threshold to the power 1/{depth - 1} or 1/{depth + 1}; the "
                              f"stack has {depth} blocks, and the branches carry gradient too: measure the ratio "
                              "with flow.grad_ratio")
     ratio = task_ratio(lam, depth, seed)
-    side = "above" if ratio > thr else "below"
+    side = "above" if ratio >= thr else "below"
     raise AssertionError(f"at λ = {lam:.4f} the gradient ratio of the stack (depth {depth}, seed {seed}) is "
                          f"{ratio:.3g}, {side} the threshold {thr:g}; the crossing is more than {TOLERANCE} away "
                          f"(is the ratio ‖∇x_0‖ / ‖∇x_{depth}‖, with the input randn(16, seed=seed + 3) and the "
