@@ -170,6 +170,12 @@ def test_zero_last_linear_rejects():
     rejects(check.zero_last_linear, also_bn, "changed")
     rejects(check.zero_last_linear, lambda b: b.nope, "raised AttributeError")
 
+    def last_module(branch):  # right only while the branch ends in its last nn.Linear
+        torch.nn.init.zeros_(branch[-1].weight)
+        torch.nn.init.zeros_(branch[-1].bias)
+
+    rejects(check.zero_last_linear, last_module, "Dropout", "branch.modules()")
+
 
 # exercise 3 ---------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..nets import Block, mlp
 from . import as_array, as_scalar
-from .exercise import Exercise, register, value
+from .exercise import Exercise, StudentError, register, value
 
 __all__ = ["RESIDUAL_BLOCK", "ZERO_LAST_LINEAR", "DEEPEN", "GROWTH", "BRANCH_SCALE", "residual_block",
            "zero_last_linear", "deepen", "growth", "branch_scale", "growth_reference"]
@@ -125,19 +125,22 @@ def residual_block(fn, hidden=False):
 
 # ---------------------------------------------------------------- exercise 2: zero-init gives the identity
 
-_BRANCH_LABELS = ("a Linear-ReLU-Linear branch", "a pre-activation BatchNorm branch")
+_BRANCH_LABELS = ("a Linear-ReLU-Linear branch", "a pre-activation BatchNorm branch",
+                  "a Linear-GELU-Linear-Dropout branch (a transformer's MLP)")
 
 
 def _branches(seed, d, h):
-    """Two seeded branches with non-zero parameters: a two-layer MLP and a pre-activation BatchNorm branch."""
+    """Three seeded branches with non-zero parameters: a two-layer MLP, a pre-activation BatchNorm branch, and
+    a transformer-style MLP whose last module is a Dropout (so the last module is not the last nn.Linear)."""
     gen = torch.Generator().manual_seed(int(seed))
     mlp_ = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d)).double()
     pre = nn.Sequential(nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(),
                         nn.Linear(h, d)).double()
+    ffn = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d), nn.Dropout(0.1)).double()
     with torch.no_grad():
-        for p in list(mlp_.parameters()) + list(pre.parameters()):
+        for p in list(mlp_.parameters()) + list(pre.parameters()) + list(ffn.parameters()):
             p.copy_(torch.rand(p.shape, generator=gen, dtype=F64) + 0.5)  # all non-zero
-    return [mlp_, pre]
+    return [mlp_, pre, ffn]
 
 
 def _zero_cases(seed):
@@ -159,8 +162,11 @@ def _zero_probe(fn, case):
 
 def _zero_judge(case, out):
     name = "zero_last_linear_"
+    if isinstance(out, StudentError) and "'Dropout' object has no attribute" in out.message:
+        raise AssertionError(f"{name} failed on {_BRANCH_LABELS[2]}: {out.message}. The last module of a branch "
+                             "need not be an nn.Linear; find the last nn.Linear among branch.modules()")
     out = value(out, name)
-    if not isinstance(out, list) or len(out) != 2 or not all(isinstance(o, dict) for o in out):
+    if not isinstance(out, list) or len(out) != len(_BRANCH_LABELS) or not all(isinstance(o, dict) for o in out):
         raise AssertionError(f"{name}: the branches could not be inspected after your function ran")
     for label, branch, got in zip(_BRANCH_LABELS, _branches(case["seed"], case["d"], case["h"]), out, strict=True):
         before = {k: v.numpy() for k, v in branch.state_dict().items()}
