@@ -154,7 +154,20 @@ def accessible_markup(app, pagename, templatename, context, doctree):
 
 # -- doctree --------------------------------------------------------------------------------------
 def _exercise_name(node):
-    """'exercise 3' from the enclosing section 'Exercise 3: ...', else that section's title."""
+    """'exercise 3' from the nearest paragraph before the cell that starts "Exercise 3" (the
+    chapters' "**Exercise 3 (2 points): ...**"), else from the enclosing section "Exercise 3: ...",
+    else that section's title."""
+    here = node
+    while here.parent is not None and not isinstance(here, nodes.section):
+        siblings = here.parent.children
+        for before in reversed(siblings[:siblings.index(here)]):
+            if isinstance(before, nodes.section):
+                break
+            if isinstance(before, nodes.paragraph):
+                match = re.match(r"(exercise\s+\d[\w.]*)", before.astext().strip(), re.I)
+                if match:
+                    return match.group(1).lower()
+        here = here.parent
     parent = node.parent
     while parent is not None and not isinstance(parent, nodes.section):
         parent = parent.parent

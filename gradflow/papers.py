@@ -41,6 +41,7 @@ __all__ = [
     "deep_jacobian",
     "Table",
     "table",
+    "hidden_state_axis",
 ]
 
 # He et al. (2016b), Fig. 2(b) and Fig. 4, with one weight layer W per unit and a BatchNorm "BN":
@@ -340,3 +341,15 @@ class Table:
 def table(header, rows):
     """A :class:`Table` from a header and rows of already-formatted cells."""
     return Table(header, rows)
+
+
+def hidden_state_axis(ax, depth, step=10):
+    """Label the x axis of a :func:`gradflow.plots.layer_norms` plot of ``h_0 .. h_depth`` by the state's index l.
+
+    ``layer_norms`` draws value ``l`` at ``x = l + 1``; the ticks here say ``l`` itself, so the axis matches the
+    text's ``h_0`` (the stem's output) to ``h_depth``. Returns ``ax``.
+    """
+    ticks = list(range(0, depth + 1, step))
+    ax.set_xticks([t + 1 for t in ticks], [str(t) for t in ticks])
+    ax.set_xlabel("hidden state l (h_0: the stem's output)")
+    return ax

@@ -170,6 +170,12 @@ def test_zero_last_linear_rejects():
     rejects(check.zero_last_linear, also_bn, "changed")
     rejects(check.zero_last_linear, lambda b: b.nope, "raised AttributeError")
 
+    def last_module(branch):  # right only while the branch ends in its last nn.Linear
+        torch.nn.init.zeros_(branch[-1].weight)
+        torch.nn.init.zeros_(branch[-1].bias)
+
+    rejects(check.zero_last_linear, last_module, "Dropout", "branch.modules()")
+
 
 # exercise 3 ---------------------------------------------------------------------------------------
 
@@ -258,6 +264,14 @@ def test_deepen_rejects():
     rejects(check.deepen, same_depth, "expected")
     rejects(check.deepen, not_a_stack, "returned a Tensor")
     rejects(check.deepen, lambda blocks, X: None, "returned a NoneType")
+
+    def in_place(blocks, X):  # right function, but the caller's stack is changed
+        c = max(0.0, -blocks(X).min().item())
+        with torch.no_grad():
+            blocks[-1].linear.bias += c
+        return torch.nn.Sequential(*blocks, _new_block(n_of(X), torch.full((n_of(X),), c, dtype=torch.float64)))
+
+    rejects(check.deepen, in_place, "copy.deepcopy(blocks)")
 
 
 # exercise 4 ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from gradflow.papers import (
     deep_jacobian,
     eval_loss,
     grid_gradients,
+    hidden_state_axis,
     length_components,
     lesion_accuracy,
     lesion_logits,
@@ -281,3 +282,20 @@ def test_table_is_markdown_and_escaped_html():
     assert t._repr_markdown_() == repr(t) == "| a | b |\n|---|---|\n| 1 | x |\n| 2 | <y> |"
     assert t._repr_html_() == ('<table class="table"><thead><tr><th>a</th><th>b</th></tr></thead><tbody>'
                                "<tr><td>1</td><td>x</td></tr><tr><td>2</td><td>&lt;y&gt;</td></tr></tbody></table>")
+
+
+def test_hidden_state_axis_labels_h0_at_the_first_point():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradflow.plots import layer_norms
+
+    fig, ax = plt.subplots()
+    layer_norms(np.arange(1.0, 42.0), ax=ax)  # values for h_0 .. h_40, drawn at x = 1 .. 41
+    hidden_state_axis(ax, 40)
+    assert list(ax.get_xticks()) == [1, 11, 21, 31, 41]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "10", "20", "30", "40"]
+    assert ax.lines[0].get_xdata()[0] == 1 and "h_0" in ax.get_xlabel()
+    plt.close(fig)

@@ -8,6 +8,8 @@ from conftest import SITE
 
 PAGES = sorted(p.relative_to(SITE).as_posix() for p in SITE.glob("book/**/*.html")) if SITE.exists() else []
 CHAPTER_PAGES = [p for p in PAGES if p.split("/")[1][:2].isdigit()]
+# Pages made from a notebook (the chapters, notation, batchnorm): code cells and printed outputs.
+NOTEBOOK_PAGES = [p for p in PAGES if (SITE.parents[1] / p).with_suffix(".ipynb").exists()]
 PHONE, TABLET, DESKTOP = (390, 844), (800, 1000), (1280, 900)
 START = "book/01_vanishing/vanishing.html"
 
@@ -34,19 +36,33 @@ def _wait_for_math(page):
 
 
 # -- navigation ---------------------------------------------------------------------------------------
+_OTHER_CHAPTER_JS = """() => {
+  const folder = path => path.split('/').slice(-2)[0];
+  const links = [...document.querySelectorAll('#pst-primary-sidebar-modal a.reference.internal')];
+  const i = links.findIndex(a => /\\/book\\/0\\d_/.test(a.pathname)
+                                 && folder(a.pathname) !== folder(location.pathname));
+  return i < 0 ? null : {i, path: links[i].pathname, text: links[i].textContent.trim()};
+}"""
+
+
 @pytest.mark.site
-@pytest.mark.parametrize("size", [PHONE, TABLET], ids=["phone", "tablet"])
-def test_menu_button_opens_the_navigation_and_reaches_another_chapter(offline_page, base_url, size):
-    page = _open(offline_page, base_url, START, size)
+@pytest.mark.parametrize(("size", "path"), [(PHONE, p) for p in PAGES] + [(TABLET, START)],
+                         ids=[f"phone-{p}" for p in PAGES] + ["tablet"])
+def test_menu_button_opens_the_navigation_and_reaches_another_chapter(offline_page, base_url, size, path):
+    """On every page at 390 px (and on a tablet), the visible ☰ opens the navigation, and a chapter
+    link in it leads to that chapter."""
+    page = _open(offline_page, base_url, path, size)
     toggles = _visible(page.locator(".primary-toggle"))
     assert len(toggles) == 1, f"{len(toggles)} visible ☰ buttons at {size}"
     assert not page.locator("#pst-primary-sidebar-modal").evaluate("d => d.open")
     toggles[0].click()
     page.wait_for_function("() => document.querySelector('#pst-primary-sidebar-modal').open", timeout=5000)
-    link = page.locator("#pst-primary-sidebar-modal a.reference", has_text="Residual blocks").first
-    assert link.is_visible(), "the open navigation does not show the chapters"
+    target = page.evaluate(_OTHER_CHAPTER_JS)
+    assert target, f"{path}: the open navigation has no link to another chapter"
+    link = page.locator("#pst-primary-sidebar-modal a.reference.internal").nth(target["i"])
+    assert link.is_visible(), f"{path}: the open navigation does not show {target['text']!r}"
     link.click()
-    page.wait_for_url(re.compile(r".*/book/02_residual/residual\.html$"), timeout=10_000)
+    page.wait_for_url(re.compile(".*" + re.escape(target["path"]) + "$"), timeout=10_000)
     assert not offline_page.console_errors and not offline_page.page_errors
 
 
@@ -175,7 +191,7 @@ def test_every_formula_fits_with_its_number_beside_it(offline_page, base_url, pa
 
 
 # -- figures, tables and code ------------------------------------------------------------------------
-@pytest.mark.parametrize("path", CHAPTER_PAGES)
+@pytest.mark.parametrize("path", NOTEBOOK_PAGES)
 def test_every_figure_links_to_its_full_size_image(site_dir, path):
     html = (site_dir / path).read_text()
     images = re.findall(r"<img [^>]*src=\"([^\"]*_images/[^\"]+)\"", html)
@@ -220,7 +236,7 @@ _CODE_JS = """() => [...document.querySelectorAll('article div.highlight pre, ar
 
 
 @pytest.mark.site
-@pytest.mark.parametrize("path", CHAPTER_PAGES)
+@pytest.mark.parametrize("path", NOTEBOOK_PAGES)
 def test_79_characters_of_code_fit_the_column_at_1280px(offline_page, base_url, path):
     """Notebook code lines are at most 79 characters (issue 16): at 1280 px they fit without scrolling."""
     page = _open(offline_page, base_url, path, DESKTOP)
@@ -233,37 +249,24 @@ def test_79_characters_of_code_fit_the_column_at_1280px(offline_page, base_url, 
     assert not scrolling, f"{path}: code blocks that scroll although no line is over 79 characters: {scrolling}"
 
 
-def _long_source_lines(path):
-    """(cell id, length) of every code line over 79 characters in the page's notebook."""
+def test_notebook_code_lines_are_at_most_79_characters():
+    """Issue 16's line rule at its source: every code line of every notebook of the book."""
     import json
 
-    source = SITE.parents[1] / path.replace(".html", ".ipynb")
-    if not source.exists():
-        return []
-    cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
-    return [(c.get("id"), len(line)) for c in cells if c["cell_type"] == "code"
-            for line in "".join(c["source"]).splitlines() if len(line) > 79]
-
-
-# Pages whose printed outputs were still wider than 79 characters (issue 16, rule 6) on the last
-# check: the chapters' owners shorten them; remove a page here once it passes (shown as XPASS).
-WIDE_OUTPUTS = {
-    "book/05_papers/shattered.html": "'fewest active units in a layer: ...' is 122 characters",
-}
+    long = []
+    for source in sorted((SITE.parents[1] / "book").rglob("*.ipynb")):
+        cells = json.loads(source.read_text(encoding="utf-8"))["cells"]
+        long += [f"{source.name} cell {c.get('id')}: {len(line)} characters" for c in cells
+                 if c["cell_type"] == "code" for line in "".join(c["source"]).splitlines() if len(line) > 79]
+    assert not long, f"code lines over 79 characters: {long}"
 
 
 @pytest.mark.site
 @pytest.mark.parametrize("kind", ["code", "output"])
-@pytest.mark.parametrize("path", CHAPTER_PAGES)
-def test_no_code_or_output_scrolls_at_1280px(offline_page, base_url, path, kind, request):
+@pytest.mark.parametrize("path", NOTEBOOK_PAGES)
+def test_no_code_or_output_scrolls_at_1280px(offline_page, base_url, path, kind):
     """Issue 16's line rule as a reader sees it: at 1280 px no code cell and no printed output of a
-    chapter scrolls sideways. A notebook whose code is not yet shortened is reported (xfail, with
-    its long cells) until it is; from then on this test guards it."""
-    if kind == "code" and _long_source_lines(path):
-        long = _long_source_lines(path)
-        pytest.xfail(f"{path}: {len(long)} code lines over 79 characters in cells {sorted({c for c, _ in long})}")
-    if kind == "output" and path in WIDE_OUTPUTS:
-        request.applymarker(pytest.mark.xfail(reason=f"{path}: {WIDE_OUTPUTS[path]}", strict=False))
+    notebook page scrolls sideways (code and printed lines are at most 79 characters)."""
     page = _open(offline_page, base_url, path, DESKTOP)
     page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     selector = "article div.cell_input pre" if kind == "code" else "article div.cell_output pre"

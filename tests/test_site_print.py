@@ -12,8 +12,11 @@ import io
 import re
 
 import pytest
+from conftest import SITE
 
-CHAPTERS = ["book/01_vanishing/vanishing.html", "book/02_residual/signal.html"]
+# Every page made from a notebook (the chapters, notation, batchnorm).
+CHAPTERS = sorted(p.relative_to(SITE).as_posix() for p in SITE.glob("book/**/*.html")
+                  if (SITE.parents[1] / p.relative_to(SITE)).with_suffix(".ipynb").exists()) if SITE.exists() else []
 
 _MARK_JS = """() => {
   const blocks = [...document.querySelectorAll('article div.highlight')].filter(b => b.querySelector('pre'));

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..nets import Block, mlp
 from . import as_array, as_scalar
-from .exercise import Exercise, register, value
+from .exercise import Exercise, StudentError, register, value
 
 __all__ = ["RESIDUAL_BLOCK", "ZERO_LAST_LINEAR", "DEEPEN", "GROWTH", "BRANCH_SCALE", "residual_block",
            "zero_last_linear", "deepen", "growth", "branch_scale", "growth_reference"]
@@ -125,19 +125,22 @@ def residual_block(fn, hidden=False):
 
 # ---------------------------------------------------------------- exercise 2: zero-init gives the identity
 
-_BRANCH_LABELS = ("a Linear-ReLU-Linear branch", "a pre-activation BatchNorm branch")
+_BRANCH_LABELS = ("a Linear-ReLU-Linear branch", "a pre-activation BatchNorm branch",
+                  "a Linear-GELU-Linear-Dropout branch (a transformer's MLP)")
 
 
 def _branches(seed, d, h):
-    """Two seeded branches with non-zero parameters: a two-layer MLP and a pre-activation BatchNorm branch."""
+    """Three seeded branches with non-zero parameters: a two-layer MLP, a pre-activation BatchNorm branch, and
+    a transformer-style MLP whose last module is a Dropout (so the last module is not the last nn.Linear)."""
     gen = torch.Generator().manual_seed(int(seed))
     mlp_ = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d)).double()
     pre = nn.Sequential(nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, h), nn.BatchNorm1d(h), nn.ReLU(),
                         nn.Linear(h, d)).double()
+    ffn = nn.Sequential(nn.Linear(d, h), nn.GELU(), nn.Linear(h, d), nn.Dropout(0.1)).double()
     with torch.no_grad():
-        for p in list(mlp_.parameters()) + list(pre.parameters()):
+        for p in list(mlp_.parameters()) + list(pre.parameters()) + list(ffn.parameters()):
             p.copy_(torch.rand(p.shape, generator=gen, dtype=F64) + 0.5)  # all non-zero
-    return [mlp_, pre]
+    return [mlp_, pre, ffn]
 
 
 def _zero_cases(seed):
@@ -159,8 +162,11 @@ def _zero_probe(fn, case):
 
 def _zero_judge(case, out):
     name = "zero_last_linear_"
+    if isinstance(out, StudentError) and "'Dropout' object has no attribute" in out.message:
+        raise AssertionError(f"{name} failed on {_BRANCH_LABELS[2]}: {out.message}. The last module of a branch "
+                             "need not be an nn.Linear; find the last nn.Linear among branch.modules()")
     out = value(out, name)
-    if not isinstance(out, list) or len(out) != 2 or not all(isinstance(o, dict) for o in out):
+    if not isinstance(out, list) or len(out) != len(_BRANCH_LABELS) or not all(isinstance(o, dict) for o in out):
         raise AssertionError(f"{name}: the branches could not be inspected after your function ran")
     for label, branch, got in zip(_BRANCH_LABELS, _branches(case["seed"], case["d"], case["h"]), out, strict=True):
         before = {k: v.numpy() for k, v in branch.state_dict().items()}
@@ -230,6 +236,8 @@ def _deepen_probe(fn, case):
     new = fn(blocks, X.clone())
     if not isinstance(new, (nn.Sequential, nn.ModuleList, list, tuple)):
         return {"type": type(new).__name__}
+    # the bias of the caller's last block after the call: changed means blocks itself was modified
+    original = blocks[-1].linear.bias.detach().clone()
     layers = []
     for m in new:
         if not isinstance(m, Block):
@@ -237,7 +245,7 @@ def _deepen_probe(fn, case):
             continue
         layers.append({"type": "Block", "residual": bool(m.residual), "norm": type(m.norm).__name__,
                        "act": type(m.act).__name__, "W": m.linear.weight.detach(), "b": m.linear.bias.detach()})
-    return {"type": "Sequential", "layers": layers}
+    return {"type": "Sequential", "layers": layers, "original_last_bias": original}
 
 
 def _stack_forward(Ws, bs, X):
@@ -291,6 +299,13 @@ def _deepen_judge(case, out):
                                  "only the bias of the last original block")
         if i < L - 1 and not np.allclose(bs[i], b0[i], atol=1e-6):
             raise AssertionError(f"the bias of block {i} changed; only the last original block's bias may change")
+    try:
+        original = as_array(value(out.get("original_last_bias"), "bias"), "bias")
+    except AssertionError:
+        original = None
+    if original is not None and original.shape == b0[-1].shape and not np.array_equal(original, b0[-1]):
+        raise AssertionError("the bias of the last block of `blocks` itself changed: work on copy.deepcopy(blocks), "
+                             "so that the network you were given still computes what it did")
     ref = _stack_forward(W0, b0, X)
     got = _stack_forward(Ws, bs, X)
     tol = (1e-9 if precise else 2e-5) * (1 + float(np.abs(ref).max()))
