@@ -10,7 +10,7 @@ other host blocked, and prints a Markdown table with, per page:
 - the widest element at 390 px: the document's width and the right edge of the widest element of
   the article that is not inside a box that scrolls on purpose (code, wide tables);
 - the page weight: bytes Chromium loads with an empty cache, scrolled to the end
-  (:func:`coursetools.bench.browser_weights`, the figure the budget applies to).
+  (counted as :func:`coursetools.bench.browser_weights` does, the figure the budget applies to).
 
 The browser tests (tests/test_site_*.py) assert the same properties; this script only measures,
 for the closing note. Nothing here is downloaded.
@@ -70,9 +70,19 @@ def _serve(site):
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def _open(browser, base, path, width, height=900):
+def _open(browser, base, path, width, height=900, sizes=None):
+    """A fresh context (empty cache) on the page; ``sizes`` collects the bytes of every response."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
+    if sizes is not None:
+        def finished(request):
+            response = request.response()
+            try:
+                sizes[request.url] = len(response.body()) if response else 0
+            except Exception:  # a body the browser discarded (e.g. a redirect)
+                sizes[request.url] = 0
+
+        page.on("requestfinished", finished)
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
                or route.request.url.startswith("data:") else route.abort())
     page.goto(base + path, wait_until="networkidle")
@@ -82,9 +92,15 @@ def _open(browser, base, path, width, height=900):
 
 
 def measure_page(browser, base, path, axe_script, max_tabs=200):
-    row = {"page": path}
-    context, page = _open(browser, base, path, 1280)
+    row, sizes = {"page": path}, {}
+    context, page = _open(browser, base, path, 1280, sizes=sizes)
     try:
+        # the page weight as coursetools.bench.browser_weights counts it: scrolled to the end
+        page.mouse.wheel(0, 10**6)
+        page.wait_for_load_state("networkidle")
+        page.wait_for_timeout(500)
+        row["bytes"] = sum(sizes.values())
+        page.evaluate("window.scrollTo(0, 0)")
         page.evaluate(axe_script)
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
         row["axe"] = {impact: sorted(v["id"] for v in result["violations"] if v["impact"] == impact)
@@ -133,8 +149,6 @@ def main(argv=None):
     from axe_playwright_python.base import AXE_SCRIPT
     from playwright.sync_api import sync_playwright
 
-    from coursetools.bench import browser_weights
-
     pages = args.pages or pages_of(args.site)
     chromium = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
     server, base = _serve(args.site)
@@ -147,14 +161,11 @@ def main(argv=None):
                 for path in pages:
                     rows.append(measure_page(browser, base, path, AXE_SCRIPT))
                     print(f"measured {path}", file=sys.stderr)
-                weights = browser_weights(args.site, pages, browser=browser) or {}
             finally:
                 browser.close()
     finally:
         server.shutdown()
         server.server_close()
-    for r in rows:
-        r["bytes"] = weights.get(r["page"])
     table = render(rows)
     print(table)
     if args.out:

@@ -369,7 +369,7 @@ def training_figure(losses, before, after, title=None, figsize=(6.4, 3.4)):
     ax1.legend(fontsize=8)
     ax2.plot(range(1, len(losses) + 1), losses, color=OKABE_ITO[1])
     ax2.axhline(math.log(8), color="0.5", linestyle=":", linewidth=1)  # chance: 8 tokens
-    ax2.set(xlabel="Adam step", ylabel="training loss", xlim=(0, 150), ylim=(0, 4))
+    ax2.set(xlabel="Adam step", ylabel="training loss", xlim=(0, 120), ylim=(0, 4))
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

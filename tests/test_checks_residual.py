@@ -265,6 +265,14 @@ def test_deepen_rejects():
     rejects(check.deepen, not_a_stack, "returned a Tensor")
     rejects(check.deepen, lambda blocks, X: None, "returned a NoneType")
 
+    def in_place(blocks, X):  # right function, but the caller's stack is changed
+        c = max(0.0, -blocks(X).min().item())
+        with torch.no_grad():
+            blocks[-1].linear.bias += c
+        return torch.nn.Sequential(*blocks, _new_block(n_of(X), torch.full((n_of(X),), c, dtype=torch.float64)))
+
+    rejects(check.deepen, in_place, "copy.deepcopy(blocks)")
+
 
 # exercise 4 ---------------------------------------------------------------------------------------
 
