@@ -229,7 +229,8 @@ def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0, op
     """
     g = torch.Generator().manual_seed(seed)
     if optimizer == "sgd":
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+        # foreach: one call per step for all parameters (same arithmetic, in the same order)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, foreach=True)
     elif optimizer == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # fused: one kernel per step
     else:

@@ -171,6 +171,25 @@ def test_lesion_pair_is_seeded_and_one_thread_restores_the_setting():
     assert torch.equal(a[3], b[3])
 
 
+@pytest.mark.parametrize("seed", [0, 5])
+def test_lesion_pair_trains_exactly_as_nets_train(seed):
+    """lesion_pair's own SGD loop (no torch.optim: its first use imports torch._dynamo) is nets.train bit for bit."""
+    from gradflow.data import digits
+    from gradflow.nets import train
+
+    resnet, plain, X_test, y_test = lesion_pair(seed=seed)
+    X, y, X_t, y_t = digits(seed=seed)
+    assert torch.equal(X_test, X_t) and torch.equal(y_test, y_t)
+    for net, (depth, residual) in ((resnet, (8, True)), (plain, (4, False))):
+        twin = mlp(depth, width=32, norm="batch", residual=residual, init="he", seed=seed)
+        with one_thread():
+            train(twin, X, y, steps=60, lr=0.05, seed=seed)
+        ours, theirs = net.state_dict(), twin.state_dict()
+        assert ours.keys() == theirs.keys()
+        for k in ours:
+            assert torch.equal(ours[k], theirs[k]), k
+
+
 def test_lesion_logits_skips_exactly_the_dropped_blocks():
     net = _net_with_stats(4, residual=False)
     X = torch.randn(7, 4, generator=torch.Generator().manual_seed(3))
