@@ -28,6 +28,8 @@ __all__ = [
     "weight_grad_norms",
     "hidden_grad_norms",
     "warmup_lr",
+    "sgd_step",
+    "adam_step",
     "train",
     "accuracy",
 ]
@@ -220,31 +222,83 @@ def warmup_lr(step, lr, warmup):
     return lr if warmup <= 0 else lr * min(1.0, step / warmup)
 
 
+def _with_grads(params, state, init):
+    """The parameters that have a gradient, their gradients, and their state (``init(p)`` when new)."""
+    idx = [i for i, p in enumerate(params) if p.grad is not None]
+    for i in idx:
+        if i not in state:
+            state[i] = init(params[i])
+    return [params[i] for i in idx], [params[i].grad for i in idx], [state[i] for i in idx]
+
+
+def sgd_step(params, state, lr, momentum=0.9):
+    """One step of SGD with momentum, in place: ``buf = momentum · buf + grad``, ``p -= lr · buf``.
+
+    ``state`` (a dict, empty at first) keeps each parameter's buffer; the first gradient starts it,
+    and parameters without a gradient are left alone. The arithmetic of
+    ``torch.optim.SGD(momentum=momentum)``, bit for bit (tests/test_nets.py), without ``torch.optim``:
+    the first optimiser of a process imports ``torch._dynamo``, about 1 s of a notebook that
+    otherwise starts in 2. ``torch._foreach_*`` ops apply one operation to a list of tensors.
+    """
+    with torch.no_grad():
+        fresh = [i not in state for i, p in enumerate(params) if p.grad is not None]
+        ps, grads, bufs = _with_grads(params, state, lambda p: p.grad.detach().clone())
+        old = [b for b, new in zip(bufs, fresh, strict=True) if not new]
+        if old:
+            torch._foreach_mul_(old, momentum)
+            torch._foreach_add_(old, [g for g, new in zip(grads, fresh, strict=True) if not new])
+        torch._foreach_add_(ps, bufs, alpha=-lr)
+
+
+def adam_step(params, state, lr, betas=(0.9, 0.999), eps=1e-8):
+    """One Adam step (Kingma & Ba 2015, Algorithm 1) at step ``t``, in place:
+
+    ``m = β1 m + (1 - β1) g``, ``v = β2 v + (1 - β2) g²``,
+    ``p -= lr / (1 - β1^t) · m / (sqrt(v / (1 - β2^t)) + eps)``.
+
+    ``state`` (a dict, empty at first) keeps ``t`` and each parameter's ``(m, v)``. The arithmetic
+    of ``torch.optim.Adam``, bit for bit (tests/test_nets.py), without ``torch.optim`` (see
+    :func:`sgd_step`).
+    """
+    beta1, beta2 = betas
+    t = state["t"] = state.get("t", 0) + 1
+    with torch.no_grad():
+        ps, grads, moments = _with_grads(params, state, lambda p: (torch.zeros_like(p), torch.zeros_like(p)))
+        m, v = [mv[0] for mv in moments], [mv[1] for mv in moments]
+        torch._foreach_lerp_(m, grads, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, (1 - beta2**t) ** 0.5)
+        torch._foreach_add_(denom, eps)
+        torch._foreach_addcdiv_(ps, m, denom, -lr / (1 - beta1**t))
+
+
 def train(net, X, y, steps=200, lr=0.1, batch_size=128, momentum=0.9, seed=0, optimizer="sgd", warmup=0):
     """Minibatch SGD (or ``optimizer="adam"``) on cross-entropy; returns the per-step training losses.
 
-    The learning rate follows :func:`warmup_lr` (constant when ``warmup = 0``). ``net(X)`` may
-    return logits ``(N, C)`` or ``(N, C, T)`` for targets ``(N,)`` or ``(N, T)``. Batches are drawn
-    from a generator seeded with ``seed``; the global RNG is not used.
+    The learning rate follows :func:`warmup_lr` (constant when ``warmup = 0``); the updates are
+    :func:`sgd_step` (with ``momentum``) or :func:`adam_step`. ``net(X)`` may return logits
+    ``(N, C)`` or ``(N, C, T)`` for targets ``(N,)`` or ``(N, T)``. Batches are drawn from a
+    generator seeded with ``seed``; the global RNG is not used.
     """
-    g = torch.Generator().manual_seed(seed)
-    if optimizer == "sgd":
-        # foreach: one call per step for all parameters (same arithmetic, in the same order)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, foreach=True)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(net.parameters(), lr=lr, fused=True)  # fused: one kernel per step
-    else:
+    if optimizer not in ("sgd", "adam"):
         raise ValueError(f"unknown optimizer {optimizer!r}; use 'sgd' or 'adam'")
+    g = torch.Generator().manual_seed(seed)
+    params, state = list(net.parameters()), {}
     net.train()
     losses = []
     for step in range(1, steps + 1):
-        for group in opt.param_groups:
-            group["lr"] = warmup_lr(step, lr, warmup)
         idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
         loss = F_.cross_entropy(net(X[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         loss.backward()
-        opt.step()
+        rate = warmup_lr(step, lr, warmup)
+        if optimizer == "sgd":
+            sgd_step(params, state, rate, momentum)
+        else:
+            adam_step(params, state, rate)
         losses.append(loss.item())
     return losses
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F_
 from torch import nn
 
 from .data import digits
-from .nets import init_linear, mlp
+from .nets import init_linear, mlp, train
 
 __all__ = [
     "VARIANTS",
@@ -225,39 +225,8 @@ def lesion_pair(seed=0, steps=60):
     plain = mlp(4, width=32, norm="batch", residual=False, init="he", seed=seed)
     with one_thread():
         for net in (resnet, plain):
-            _sgd_train(net, X, y, steps=steps, lr=0.05, seed=seed)
+            train(net, X, y, steps=steps, lr=0.05, seed=seed)
     return resnet, plain, X_test, y_test
-
-
-def _sgd_train(net, X, y, steps, lr, seed, batch_size=128, momentum=0.9):
-    """:func:`gradflow.nets.train` with SGD (no warm-up), the same steps bit for bit, without ``torch.optim``.
-
-    The first ``torch.optim`` optimiser of a process imports ``torch._dynamo`` (about 1.5 s of a
-    ~2 s start): :func:`lesion_pair` runs in the chapter's notebook and again in the grader (the
-    lesion exercise's reference), so each graded student paid it twice. The update is
-    ``torch.optim.SGD``'s (its single-tensor path on CPU): the buffer starts as the first gradient,
-    then ``buf = momentum · buf + grad``, and ``p -= lr · buf``. tests/test_papers.py checks that the
-    nets equal those of :func:`gradflow.nets.train`.
-    """
-    g = torch.Generator().manual_seed(seed)
-    params = list(net.parameters())
-    bufs = [None] * len(params)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(len(y), (min(batch_size, len(y)),), generator=g)
-        loss = F_.cross_entropy(net(X[idx]), y[idx])
-        for p in params:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                if p.grad is None:
-                    continue
-                if bufs[i] is None:
-                    bufs[i] = p.grad.detach().clone()
-                else:
-                    bufs[i].mul_(momentum).add_(p.grad, alpha=1)
-                p.add_(bufs[i], alpha=-lr)
 
 
 @contextmanager

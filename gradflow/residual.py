@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F_
 
 from .data import digits
-from .nets import accuracy, mlp, train, weight_grad_norms
+from .nets import accuracy, adam_step, mlp, train, weight_grad_norms
 
 __all__ = [
     "Run",
@@ -66,13 +66,13 @@ def identity_fit(depth, residual, branch_scale=1.0, zero_init_last=False, width=
     net = mlp(depth, width=width, d_in=width, d_out=width, residual=residual, init="he",
               branch_scale=branch_scale, zero_init_last=zero_init_last, seed=seed)
     stack = torch.nn.Sequential(*net.blocks)
-    opt = torch.optim.Adam(stack.parameters(), lr=lr)
-    losses = []
+    params, state, losses = list(stack.parameters()), {}, []
     for _ in range(steps):
         loss = F_.mse_loss(stack(X), X)
-        opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
         loss.backward()
-        opt.step()
+        adam_step(params, state, lr)  # torch.optim.Adam's update, without torch.optim
         losses.append(loss.item())
     return tuple(losses)
 

@@ -151,6 +151,69 @@ def test_train_is_deterministic_and_learns():
     assert net.training  # accuracy restores the mode it found
 
 
+def _torch_optim_train(net, X, y, steps, lr, optimizer, warmup=0, seed=0, batch_size=64, **options):
+    """nets.train's loop written with torch.optim: the reference for its own SGD and Adam steps."""
+    g = torch.Generator().manual_seed(seed)
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, **options)
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=lr, **options)
+    losses = []
+    for step in range(1, steps + 1):
+        for group in opt.param_groups:
+            group["lr"] = nets.warmup_lr(step, lr, warmup)
+        idx = torch.randint(len(y), (batch_size,), generator=g)
+        loss = F.cross_entropy(net(X[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("optimizer, lr, warmup", [("sgd", 0.05, 0), ("sgd", 0.05, 10), ("adam", 0.01, 0),
+                                                   ("adam", 0.01, 10)])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_train_steps_are_torch_optims_bit_for_bit(optimizer, lr, warmup, foreach):
+    """sgd_step / adam_step do torch.optim's arithmetic (both its loops), without importing torch._dynamo."""
+    X, y = teacher_task(n=256, dim=16, classes=4, seed=0)
+
+    def net():  # BatchNorm: its running statistics are buffers, not parameters; unused bias: no grad
+        n = nets.mlp(3, width=24, d_in=16, d_out=4, norm="batch", residual=True, init="he", seed=1)
+        n.stem.bias.requires_grad_(False)
+        return n
+
+    ours, theirs = net(), net()
+    a = nets.train(ours, X, y, steps=40, lr=lr, batch_size=64, seed=2, optimizer=optimizer, warmup=warmup)
+    b = _torch_optim_train(theirs, X, y, 40, lr, optimizer, warmup=warmup, seed=2, foreach=foreach)
+    assert a == b
+    for (name, p), q in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_train_rejects_an_unknown_optimizer():
+    X, y = teacher_task(n=16, dim=4, classes=2, seed=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        nets.train(nets.mlp(1, width=4, d_in=4, d_out=2), X, y, steps=1, optimizer="rmsprop")
+
+
+def test_gradflow_never_imports_torch_optim_machinery():
+    """The first torch.optim optimiser imports torch._dynamo (about 1 s): no notebook should pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from gradflow import nets, residual, papers, transformer\n"
+            "from gradflow.data import teacher_task\n"
+            "X, y = teacher_task(n=64, dim=8, classes=2, seed=0)\n"
+            "for opt in ('sgd', 'adam'):\n"
+            "    nets.train(nets.mlp(2, width=8, d_in=8, d_out=2), X, y, steps=3, optimizer=opt)\n"
+            "residual.identity_fit(2, True, width=4, n=8, steps=3)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def _tiny_gradient_net(scale=1e-23):
     """A float32 linear net whose head is scaled so that every dL/dh and dL/dW entry is ~1e-24..1e-22."""
     X, y = teacher_task(n=32, dim=16, classes=4, seed=5)
