@@ -460,6 +460,8 @@ def browser_weights(html_dir, pages, chromium=None, browser=None):
     import http.server
     import threading
 
+    from .sitereport import open_page, scrolled_weight
+
     if browser is None:
         chromium = chromium or os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
         try:
@@ -486,26 +488,12 @@ def browser_weights(html_dir, pages, chromium=None, browser=None):
     loaded = {}
     try:
         for page_name in pages:
-            context = browser.new_context()
-            page = context.new_page()
             sizes = {}
-
-            def finished(request, sizes=sizes):
-                response = request.response()
-                try:
-                    sizes[request.url] = len(response.body()) if response else 0
-                except Exception:  # a body the browser discarded (e.g. a redirect)
-                    sizes[request.url] = 0
-
-            page.on("requestfinished", finished)
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(base)
-                       or route.request.url.startswith("data:") else route.abort())
-            page.goto(base + page_name, wait_until="networkidle")
-            page.mouse.wheel(0, 10**6)
-            page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(500)
-            loaded[page_name] = sum(sizes.values())
-            context.close()
+            context, page = open_page(browser, base, page_name, 1280, height=720, sizes=sizes)
+            try:
+                loaded[page_name] = scrolled_weight(page, sizes)
+            finally:
+                context.close()
     finally:
         server.shutdown()
         server.server_close()

@@ -70,7 +70,7 @@ def _serve(site):
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def _open(browser, base, path, width, height=900, sizes=None):
+def open_page(browser, base, path, width, height=900, sizes=None):
     """A fresh context (empty cache) on the page; ``sizes`` collects the bytes of every response."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
@@ -91,15 +91,19 @@ def _open(browser, base, path, width, height=900, sizes=None):
     return context, page
 
 
+def scrolled_weight(page, sizes):
+    """Bytes loaded once the reader has scrolled to the end (lazy images included)."""
+    page.mouse.wheel(0, 10**6)
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(500)
+    return sum(sizes.values())
+
+
 def measure_page(browser, base, path, axe_script, max_tabs=200):
     row, sizes = {"page": path}, {}
-    context, page = _open(browser, base, path, 1280, sizes=sizes)
+    context, page = open_page(browser, base, path, 1280, sizes=sizes)
     try:
-        # the page weight as coursetools.bench.browser_weights counts it: scrolled to the end
-        page.mouse.wheel(0, 10**6)
-        page.wait_for_load_state("networkidle")
-        page.wait_for_timeout(500)
-        row["bytes"] = sum(sizes.values())
+        row["bytes"] = scrolled_weight(page, sizes)  # as coursetools.bench.browser_weights counts it
         page.evaluate("window.scrollTo(0, 0)")
         page.evaluate(axe_script)
         result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
@@ -113,7 +117,7 @@ def measure_page(browser, base, path, axe_script, max_tabs=200):
                 break
     finally:
         context.close()
-    context, page = _open(browser, base, path, 390, 844)
+    context, page = open_page(browser, base, path, 390, 844)
     try:
         page.wait_for_function("() => !document.querySelector('.math') || "
                                "document.documentElement.hasAttribute('data-gf-math-fitted')", timeout=30_000)

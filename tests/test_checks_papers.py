@@ -105,7 +105,8 @@ def components_numpy_dp(Js, g):
     return rows
 
 
-def sums_loop(Js, g):
+def sums_loop(Js, g, size=lambda v: float(torch.linalg.norm(v))):
+    """S_k by enumerating every path (``size`` measures each path's gradient: its norm, or a mistake)."""
     n = len(Js)
     out = []
     for k in range(n + 1):
@@ -114,7 +115,7 @@ def sums_loop(Js, g):
             v = g
             for i in reversed(path):
                 v = Js[i].T @ v
-            total += float(torch.linalg.norm(v))
+            total += size(v)
         out.append(total)
     return out
 
@@ -158,17 +159,7 @@ def test_path_norm_sums_and_veit():
     rejects(P.check_path_norm_sums, components_loop, match="returned vectors")
 
     def squared(Js, g):
-        n = len(Js)
-        out = []
-        for k in range(n + 1):
-            total = 0.0
-            for path in combinations(range(n), k):
-                v = g
-                for i in reversed(path):
-                    v = Js[i].T @ v
-                total += float(v @ v)
-            out.append(total)
-        return out
+        return sums_loop(Js, g, size=lambda v: float(v @ v))
 
     rejects(P.check_path_norm_sums, squared, match="squared norms")
     rejects(P.check_path_norm_sums, lambda Js, g: [math.sqrt(s) for s in squared(Js, g)], match="squared norms")

@@ -81,6 +81,11 @@ def test_on_this_page_button_opens_the_page_contents(offline_page, base_url, siz
     assert not offline_page.console_errors and not offline_page.page_errors
 
 
+def _wait_for_sidebar(page, visibility):
+    page.wait_for_function("() => getComputedStyle(document.querySelector('#pst-primary-sidebar')).visibility"
+                           f" === '{visibility}'", timeout=5000)
+
+
 @pytest.mark.site
 def test_menu_button_collapses_and_restores_the_sidebar_on_a_desktop(offline_page, base_url):
     page = _open(offline_page, base_url, START, DESKTOP)
@@ -89,14 +94,12 @@ def test_menu_button_collapses_and_restores_the_sidebar_on_a_desktop(offline_pag
     text_left = page.locator("article").bounding_box()["x"]
     (toggle,) = _visible(page.locator(".primary-toggle"))
     toggle.click()
-    page.wait_for_function("() => getComputedStyle(document.querySelector('#pst-primary-sidebar')).visibility"
-                           " === 'hidden'", timeout=5000)
+    _wait_for_sidebar(page, "hidden")
     page.wait_for_timeout(600)  # the theme slides the text over
     assert not page.locator("#pst-primary-sidebar-modal").evaluate("d => d.open"), "opened a modal instead"
     assert page.locator("article").bounding_box()["x"] < text_left - 100, "the text did not take the room"
     toggle.click()
-    page.wait_for_function("() => getComputedStyle(document.querySelector('#pst-primary-sidebar')).visibility"
-                           " === 'visible'", timeout=5000)
+    _wait_for_sidebar(page, "visible")
     assert not offline_page.console_errors and not offline_page.page_errors
 
 
