@@ -243,6 +243,8 @@ def sgd_step(params, state, lr, momentum=0.9):
     with torch.no_grad():
         fresh = [i not in state for i, p in enumerate(params) if p.grad is not None]
         ps, grads, bufs = _with_grads(params, state, lambda p: p.grad.detach().clone())
+        if not ps:  # nothing to update (every parameter frozen)
+            return
         old = [b for b, new in zip(bufs, fresh, strict=True) if not new]
         if old:
             torch._foreach_mul_(old, momentum)
@@ -264,6 +266,8 @@ def adam_step(params, state, lr, betas=(0.9, 0.999), eps=1e-8):
     t = state["t"] = state.get("t", 0) + 1
     with torch.no_grad():
         ps, grads, moments = _with_grads(params, state, lambda p: (torch.zeros_like(p), torch.zeros_like(p)))
+        if not ps:  # nothing to update (every parameter frozen)
+            return
         m, v = [mv[0] for mv in moments], [mv[1] for mv in moments]
         torch._foreach_lerp_(m, grads, 1 - beta1)
         torch._foreach_mul_(v, beta2)

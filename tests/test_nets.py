@@ -197,6 +197,14 @@ def test_train_rejects_an_unknown_optimizer():
         nets.train(nets.mlp(1, width=4, d_in=4, d_out=2), X, y, steps=1, optimizer="rmsprop")
 
 
+@pytest.mark.parametrize("step", [nets.sgd_step, nets.adam_step])
+def test_a_step_without_any_gradient_changes_nothing(step):
+    """Every parameter frozen (no .grad): the step is skipped, not an error from an empty foreach list."""
+    params, state = [torch.zeros(3, requires_grad=True), torch.ones(2, requires_grad=True)], {}
+    step(params, state, 0.1)
+    assert torch.equal(params[0], torch.zeros(3)) and torch.equal(params[1], torch.ones(2))
+
+
 def test_gradflow_never_imports_torch_optim_machinery():
     """The first torch.optim optimiser imports torch._dynamo (about 1 s): no notebook should pay it."""
     import subprocess
