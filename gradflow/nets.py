@@ -222,15 +222,6 @@ def warmup_lr(step, lr, warmup):
     return lr if warmup <= 0 else lr * min(1.0, step / warmup)
 
 
-def _with_grads(params, state, init):
-    """The parameters that have a gradient, their gradients, and their state (``init(p)`` when new)."""
-    idx = [i for i, p in enumerate(params) if p.grad is not None]
-    for i in idx:
-        if i not in state:
-            state[i] = init(params[i])
-    return [params[i] for i in idx], [params[i].grad for i in idx], [state[i] for i in idx]
-
-
 def sgd_step(params, state, lr, momentum=0.9):
     """One step of SGD with momentum, in place: ``buf = momentum · buf + grad``, ``p -= lr · buf``.
 
@@ -241,15 +232,17 @@ def sgd_step(params, state, lr, momentum=0.9):
     otherwise starts in 2. ``torch._foreach_*`` ops apply one operation to a list of tensors.
     """
     with torch.no_grad():
-        fresh = [i not in state for i, p in enumerate(params) if p.grad is not None]
-        ps, grads, bufs = _with_grads(params, state, lambda p: p.grad.detach().clone())
-        if not ps:  # nothing to update (every parameter frozen)
-            return
-        old = [b for b, new in zip(bufs, fresh, strict=True) if not new]
+        idx = [i for i, p in enumerate(params) if p.grad is not None]
+        old = [i for i in idx if i in state]  # buffers from earlier steps
         if old:
-            torch._foreach_mul_(old, momentum)
-            torch._foreach_add_(old, [g for g, new in zip(grads, fresh, strict=True) if not new])
-        torch._foreach_add_(ps, bufs, alpha=-lr)
+            bufs = [state[i] for i in old]
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, [params[i].grad for i in old])
+        for i in idx:
+            if i not in state:
+                state[i] = params[i].grad.detach().clone()
+        if idx:  # torch's foreach ops refuse empty lists (every parameter frozen)
+            torch._foreach_add_([params[i] for i in idx], [state[i] for i in idx], alpha=-lr)
 
 
 def adam_step(params, state, lr, betas=(0.9, 0.999), eps=1e-8):
@@ -265,10 +258,14 @@ def adam_step(params, state, lr, betas=(0.9, 0.999), eps=1e-8):
     beta1, beta2 = betas
     t = state["t"] = state.get("t", 0) + 1
     with torch.no_grad():
-        ps, grads, moments = _with_grads(params, state, lambda p: (torch.zeros_like(p), torch.zeros_like(p)))
-        if not ps:  # nothing to update (every parameter frozen)
+        idx = [i for i, p in enumerate(params) if p.grad is not None]
+        if not idx:  # torch's foreach ops refuse empty lists (every parameter frozen)
             return
-        m, v = [mv[0] for mv in moments], [mv[1] for mv in moments]
+        for i in idx:
+            if i not in state:
+                state[i] = torch.zeros_like(params[i]), torch.zeros_like(params[i])
+        ps, grads = [params[i] for i in idx], [params[i].grad for i in idx]
+        m, v = [state[i][0] for i in idx], [state[i][1] for i in idx]
         torch._foreach_lerp_(m, grads, 1 - beta1)
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
